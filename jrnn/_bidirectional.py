@@ -1,0 +1,90 @@
+"""Bidirectional recurrent layers (Schuster & Paliwal, 1997)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jrnn import _cell
+from jrnn import _unroll
+
+
+class BidirectionalParams(NamedTuple):
+  """Params of :func:`bidirectional`: one set per direction."""
+
+  forward: Any
+  backward: Any
+
+
+class BidirectionalCarry(NamedTuple):
+  """Carry of :func:`bidirectional`: the final carry of each direction."""
+
+  forward: Any
+  backward: Any
+
+
+def bidirectional(forward: _cell.Cell, backward: Optional[_cell.Cell] = None) -> _cell.Cell:
+  """Runs one cell forward and one backward in time and concatenates their outputs.
+
+  .. math::
+
+     \\overrightarrow{h}_t = \\mathrm{fwd}(\\overrightarrow{h}_{t-1}, x_t), \\quad
+     \\overleftarrow{h}_t = \\mathrm{bwd}(\\overleftarrow{h}_{t+1}, x_t), \\quad
+     h_t = [\\overrightarrow{h}_t ; \\overleftarrow{h}_t]
+
+  Masking-correct: with a mask, the backward direction skips masked steps, so
+  on a right-padded sequence it starts at the last real element (and holes
+  anywhere are skipped in both directions). ``carry.backward`` is then the
+  backward state after the first real element.
+
+  The result is a :class:`jrnn.Cell` with no ``step`` (the backward direction
+  needs the whole sequence): run it with :func:`jrnn.unroll`, or put it in
+  :func:`jrnn.stack`.
+
+  Args:
+    forward: the forward cell.
+    backward: the backward cell; defaults to the same architecture as
+      ``forward`` (with its own params).
+
+  Returns:
+    A :class:`jrnn.Cell` with :class:`BidirectionalParams`,
+    :class:`BidirectionalCarry` and ``hidden_size = fwd.hidden_size +
+    bwd.hidden_size``.
+
+  References:
+    Schuster & Paliwal, "Bidirectional recurrent neural networks", IEEE Trans.
+    Signal Processing (1997).
+  """
+  backward = forward if backward is None else backward
+  for arg, c in (("forward", forward), ("backward", backward)):
+    if not isinstance(c, _cell.Cell):
+      raise TypeError(f"jrnn.bidirectional: {arg} must be a jrnn.Cell, got {type(c).__name__}.")
+  name = "jrnn.bidirectional"
+
+  def init(key, input_size):
+    input_size = _cell.check_input_size(input_size, name)
+    kf, kb = jax.random.split(key)
+    return BidirectionalParams(forward.init(kf, input_size), backward.init(kb, input_size))
+
+  def initial_carry(params):
+    return BidirectionalCarry(forward.initial_carry(params.forward), backward.initial_carry(params.backward))
+
+  def sequence(params, carry, xs, mask, reverse, unroll):
+    cf, hf = _unroll.run(forward, params.forward, carry.forward, xs, mask, reverse, unroll)
+    cb, hb = _unroll.run(backward, params.backward, carry.backward, xs, mask, not reverse, unroll)
+    return BidirectionalCarry(cf, cb), jnp.concatenate([hf, hb], axis=-1)
+
+  def input_size_fn(params):
+    return forward.input_size(params.forward)
+
+  return _cell.Cell(
+      init=init,
+      initial_carry=initial_carry,
+      step=None,
+      hidden_size=forward.hidden_size + backward.hidden_size,
+      input_size=input_size_fn,
+      sequence=sequence,
+      name=name,
+  )

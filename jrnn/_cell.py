@@ -1,0 +1,110 @@
+"""The ``Cell`` type shared by every recurrent cell in jrnn.
+
+A cell is a NamedTuple of pure functions, in the manner of optax's
+``GradientTransformation(init, update)``:
+
+* ``init(key, input_size) -> params``: a pytree of NamedTuples, weights shaped
+  (in, out) and applied as ``x @ W``.
+* ``initial_carry(params) -> carry``: zeros of the right shape and dtype.
+* ``step(params, carry, x) -> (carry, h)``: one time step, ``x: [input_size]``,
+  ``h: [hidden_size]``. ``functools.partial(step, params)`` is a ``lax.scan``
+  body as it stands.
+
+For speed the step is also split in two, so that :func:`jrnn.unroll` can hoist
+the part that does not depend on the carry out of the scan:
+
+* ``project(params, xs) -> ps``: the input projection ``xs @ Wx + b`` for all
+  steps at once (one large matrix product, ``xs: [..., input_size]``);
+* ``recur(params, carry, p) -> (carry, h)``: the recurrence given one projected
+  input row.
+
+so that ``step(params, carry, x) == recur(params, carry, project(params, x))``.
+
+Composite cells (:func:`jrnn.stack`, :func:`jrnn.bidirectional`) instead supply
+``sequence``, a whole-sequence runner that :func:`jrnn.unroll` calls directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+Params = Any
+Carry = Any
+
+
+class Cell(NamedTuple):
+  """A recurrent cell: pure functions over a parameter pytree.
+
+  Attributes:
+    init: ``(key, input_size) -> params``.
+    initial_carry: ``(params) -> carry`` (zeros, in the params' dtype).
+    step: ``(params, carry, x) -> (carry, h)`` for one time step; ``None`` for
+      layers that cannot be stepped one element at a time (bidirectional).
+    hidden_size: size of the output ``h`` of each step.
+    input_size: ``(params) -> int``, the input feature size the params expect.
+    project: ``(params, xs) -> ps``, the carry-independent input projection,
+      applied to all time steps at once before the scan.
+    recur: ``(params, carry, p) -> (carry, h)``, the recurrence on a projected
+      input row.
+    sequence: optional whole-sequence runner
+      ``(params, carry, xs, mask, reverse, unroll) -> (carry, hs)`` used by
+      composite layers; when given, :func:`jrnn.unroll` delegates to it.
+    name: a short name used in error messages.
+  """
+
+  init: Callable[..., Params]
+  initial_carry: Callable[[Params], Carry]
+  step: Optional[Callable[[Params, Carry, jax.Array], tuple[Carry, jax.Array]]]
+  hidden_size: int
+  input_size: Callable[[Params], int]
+  project: Optional[Callable[[Params, jax.Array], jax.Array]] = None
+  recur: Optional[Callable[[Params, Carry, jax.Array], tuple[Carry, jax.Array]]] = None
+  sequence: Optional[Callable[..., tuple[Carry, jax.Array]]] = None
+  name: str = "cell"
+
+
+def params_dtype(params: Params) -> jnp.dtype:
+  """The floating dtype of a parameter pytree (that of its first leaf)."""
+  leaves = jax.tree_util.tree_leaves(params)
+  if not leaves:
+    raise ValueError("params is an empty pytree; call cell.init(key, input_size) first.")
+  return jnp.result_type(leaves[0])
+
+
+def check_hidden_size(hidden_size: Any, name: str) -> int:
+  if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
+    raise ValueError(f"{name}: hidden_size must be a positive int, got {hidden_size!r}.")
+  return hidden_size
+
+
+def check_input_size(input_size: Any, name: str) -> int:
+  if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
+    raise ValueError(f"{name}.init: input_size must be a positive int, got {input_size!r}.")
+  return input_size
+
+
+def check_x(cell_name: str, x: Any, input_size: int, dtype: jnp.dtype, what: str = "x") -> jax.Array:
+  """Checks one input row ``x: [input_size]`` and casts it to the params' dtype."""
+  x = jnp.asarray(x)
+  if x.ndim != 1 or x.shape[0] != input_size:
+    raise ValueError(
+        f"{cell_name}.step: {what} must have shape ({input_size},) [input_size], got shape "
+        f"{tuple(x.shape)}. For a batch, wrap the call in jax.vmap; for a sequence use jrnn.unroll.")
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(
+        f"{cell_name}.step: {what} must be a floating array, got dtype {x.dtype}. "
+        "One-hot encode integer tokens first (jax.nn.one_hot).")
+  return x.astype(dtype)
+
+
+def split_step(project, recur, input_size_fn, name):
+  """Builds ``step`` from ``project`` and ``recur``, with input checks."""
+
+  def step(params, carry, x):
+    x = check_x(name, x, input_size_fn(params), params_dtype(params))
+    return recur(params, carry, project(params, x))
+
+  return step

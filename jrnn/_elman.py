@@ -1,0 +1,119 @@
+"""The Elman network's recurrent cell (Elman, 1990)."""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+
+from jrnn import _cell
+from jrnn import _initializers
+
+_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid}
+
+
+class ElmanParams(NamedTuple):
+  """Parameters of :func:`elman`.
+
+  Attributes:
+    wx: input weights ``[input_size, hidden_size]`` (the seeds' Wx, or U).
+    wh: recurrent weights ``[hidden_size, hidden_size]`` (the seeds' Ws, or W).
+    b: bias ``[hidden_size]``.
+  """
+
+  wx: jax.Array
+  wh: jax.Array
+  b: jax.Array
+
+
+def elman(
+    hidden_size: int,
+    *,
+    activation: Union[str, Callable[[jax.Array], jax.Array]] = "tanh",
+    init: str = "default",
+    dtype=jnp.float32,
+) -> _cell.Cell:
+  """The Elman (simple) recurrent cell.
+
+  .. math::
+
+     s_t = \\phi(x_t W_x + s_{t-1} W_s + b)
+
+  with ``φ`` = tanh (default), ReLU, the logistic sigmoid, or any elementwise
+  callable. The output of each step is the state ``s_t``; put a
+  :func:`jrnn.linear` head on it for ``y_t = s_t W_y + b_y``. The carry is
+  ``s_t`` itself, ``[hidden_size]``.
+
+  Args:
+    hidden_size: size of the state ``s_t``.
+    activation: ``"tanh"``, ``"relu"``, ``"sigmoid"`` or a callable.
+    init: ``"default"`` (Glorot-uniform ``W_x``, orthogonal ``W_s``, zero
+      ``b``) or ``"identity"`` (IRNN: ``W_s = I``, ``b = 0``, ``W_x`` from
+      N(0, 0.001²); meant for ``activation="relu"``).
+    dtype: dtype of the parameters (and so of the computation).
+
+  Returns:
+    A :class:`jrnn.Cell` whose params are :class:`ElmanParams`.
+
+  Example::
+
+    cell = jrnn.elman(16)
+    params = cell.init(jax.random.key(0), 4)
+    carry, hs = jrnn.unroll(cell, params, jnp.ones((10, 4)))   # hs: [10, 16]
+
+  References:
+    Elman, "Finding structure in time", Cognitive Science 14 (1990).
+    Le, Jaitly & Hinton, "A simple way to initialize recurrent networks of
+    rectified linear units", arXiv:1504.00941 (2015).
+  """
+  name = "jrnn.elman"
+  hidden_size = _cell.check_hidden_size(hidden_size, name)
+  if isinstance(activation, str):
+    if activation not in _ACTIVATIONS:
+      raise ValueError(
+          f"{name}: activation must be one of {sorted(_ACTIVATIONS)} or a callable, got {activation!r}.")
+    phi = _ACTIVATIONS[activation]
+  elif callable(activation):
+    phi = activation
+  else:
+    raise TypeError(f"{name}: activation must be a string or a callable, got {type(activation).__name__}.")
+  if init not in ("default", "identity"):
+    raise ValueError(f"{name}: init must be 'default' or 'identity', got {init!r}.")
+
+  def init_fn(key, input_size):
+    input_size = _cell.check_input_size(input_size, name)
+    kx, kh = jax.random.split(key)
+    b = jnp.zeros((hidden_size,), dtype)
+    if init == "identity":
+      wx = 1e-3 * jax.random.normal(kx, (input_size, hidden_size), jnp.float32)
+      return ElmanParams(wx.astype(dtype), jnp.eye(hidden_size, dtype=dtype), b)
+    return ElmanParams(
+        _initializers.input_weights(kx, input_size, hidden_size, 1, dtype),
+        _initializers.recurrent_weights(kh, hidden_size, 1, dtype),
+        b,
+    )
+
+  def initial_carry(params):
+    return jnp.zeros((hidden_size,), _cell.params_dtype(params))
+
+  def project(params, xs):
+    return xs @ params.wx + params.b
+
+  def recur(params, s, p):
+    s = phi(p + s @ params.wh)
+    return s, s
+
+  def input_size_fn(params):
+    return params.wx.shape[0]
+
+  return _cell.Cell(
+      init=init_fn,
+      initial_carry=initial_carry,
+      step=_cell.split_step(project, recur, input_size_fn, name),
+      hidden_size=hidden_size,
+      input_size=input_size_fn,
+      project=project,
+      recur=recur,
+      name=name,
+  )

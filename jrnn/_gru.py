@@ -1,0 +1,97 @@
+"""The gated recurrent unit (Cho et al., 2014), in PyTorch's and cuDNN's form."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jrnn import _cell
+from jrnn import _initializers
+
+
+class GRUParams(NamedTuple):
+  """Parameters of :func:`gru`; gate blocks in the order r, z, n.
+
+  Attributes:
+    wx: input weights ``[input_size, 3 * hidden_size]``.
+    wh: recurrent weights ``[hidden_size, 3 * hidden_size]``.
+    b: bias ``[3 * hidden_size]`` added to the input side; for r and z it is
+      PyTorch's ``b_ih + b_hh``, for n it is ``b_in``.
+    bhn: the bias ``[hidden_size]`` of the recurrent n branch, ``b_hn``, which
+      sits inside the reset gate's product and so cannot be merged into ``b``.
+  """
+
+  wx: jax.Array
+  wh: jax.Array
+  b: jax.Array
+  bhn: jax.Array
+
+
+def gru(hidden_size: int, *, dtype=jnp.float32) -> _cell.Cell:
+  """The GRU cell, gate order r, z, n (PyTorch's ``nn.GRU`` and cuDNN).
+
+  .. math::
+
+     r_t &= \\sigma(x_t W_{xr} + h_{t-1} W_{hr} + b_r) \\\\
+     z_t &= \\sigma(x_t W_{xz} + h_{t-1} W_{hz} + b_z) \\\\
+     n_t &= \\tanh(x_t W_{xn} + b_n + r_t \\odot (h_{t-1} W_{hn} + b_{hn})) \\\\
+     h_t &= (1 - z_t) \\odot n_t + z_t \\odot h_{t-1}
+
+  The reset gate multiplies ``h W_hn + b_hn`` after the matrix product (cuDNN's
+  form, also PyTorch's and Flax's), not ``h`` before it as in Cho et al.
+  The carry is ``h_t``, ``[hidden_size]``.
+
+  Args:
+    hidden_size: size of ``h_t``.
+    dtype: dtype of the parameters.
+
+  Returns:
+    A :class:`jrnn.Cell` whose params are :class:`GRUParams`.
+
+  References:
+    Cho et al., "Learning phrase representations using RNN encoder-decoder for
+    statistical machine translation", EMNLP (2014).
+  """
+  name = "jrnn.gru"
+  hidden_size = _cell.check_hidden_size(hidden_size, name)
+  H = hidden_size
+
+  def init_fn(key, input_size):
+    input_size = _cell.check_input_size(input_size, name)
+    kx, kh = jax.random.split(key)
+    return GRUParams(
+        _initializers.input_weights(kx, input_size, H, 3, dtype),
+        _initializers.recurrent_weights(kh, H, 3, dtype),
+        jnp.zeros((3 * H,), dtype),
+        jnp.zeros((H,), dtype),
+    )
+
+  def initial_carry(params):
+    return jnp.zeros((H,), _cell.params_dtype(params))
+
+  def project(params, xs):
+    return xs @ params.wx + params.b
+
+  def recur(params, h, p):
+    hh = h @ params.wh
+    r = jax.nn.sigmoid(p[..., :H] + hh[..., :H])
+    z = jax.nn.sigmoid(p[..., H:2 * H] + hh[..., H:2 * H])
+    n = jnp.tanh(p[..., 2 * H:] + r * (hh[..., 2 * H:] + params.bhn))
+    h = (1.0 - z) * n + z * h
+    return h, h
+
+  def input_size_fn(params):
+    return params.wx.shape[0]
+
+  return _cell.Cell(
+      init=init_fn,
+      initial_carry=initial_carry,
+      step=_cell.split_step(project, recur, input_size_fn, name),
+      hidden_size=H,
+      input_size=input_size_fn,
+      project=project,
+      recur=recur,
+      name=name,
+  )

@@ -1,0 +1,62 @@
+"""The linear read-out head ``y = h W_y + b_y``."""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jrnn import _cell
+from jrnn import _initializers
+
+
+class LinearParams(NamedTuple):
+  """Params of :func:`linear`: ``w`` ``[in, out]`` (the seeds' Wy, or V) and ``b`` ``[out]``."""
+
+  w: jax.Array
+  b: jax.Array
+
+
+class Head(NamedTuple):
+  """A read-out head: ``init(key, input_size) -> params`` and ``apply(params, h) -> y``."""
+
+  init: Callable[[jax.Array, int], LinearParams]
+  apply: Callable[[LinearParams, jax.Array], jax.Array]
+  output_size: int
+
+
+def linear(output_size: int, *, dtype=jnp.float32) -> Head:
+  """A linear head: the Elman network's output layer.
+
+  .. math::
+
+     y_t = s_t W_y + b_y
+
+  ``apply`` works on any leading shape (``[H]``, ``[T, H]``, ``[B, T, H]``).
+  For classification, ``y`` are logits: take :func:`jax.nn.softmax` for
+  probabilities, or pass them to :func:`jrnn.losses.softmax_cross_entropy`.
+  Weights are Glorot-uniform, the bias zero.
+
+  Args:
+    output_size: size of ``y``.
+    dtype: dtype of the parameters.
+  """
+  name = "jrnn.linear"
+  output_size = _cell.check_hidden_size(output_size, name)
+
+  def init(key, input_size):
+    input_size = _cell.check_input_size(input_size, name)
+    return LinearParams(_initializers.glorot_uniform(key, (input_size, output_size), dtype),
+                        jnp.zeros((output_size,), dtype))
+
+  def apply(params, h):
+    h = jnp.asarray(h)
+    if h.ndim < 1 or h.shape[-1] != params.w.shape[0]:
+      raise ValueError(
+          f"{name}.apply: h must have shape [..., {params.w.shape[0]}], got shape {tuple(h.shape)}.")
+    if not jnp.issubdtype(h.dtype, jnp.floating):
+      raise TypeError(f"{name}.apply: h must be floating, got dtype {h.dtype}.")
+    return h.astype(params.w.dtype) @ params.w + params.b
+
+  return Head(init, apply, output_size)
