@@ -108,3 +108,12 @@ def split_step(project, recur, input_size_fn, name):
     return recur(params, carry, project(params, x))
 
   return step
+
+
+def affine(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+  """``x @ w + b`` for ``x: [..., in]``, broadcasting ``b`` explicitly.
+
+  Explicit so that it also runs under ``jax_numpy_rank_promotion="raise"``.
+  """
+  y = x @ w
+  return y + jnp.reshape(b, (1,) * (y.ndim - 1) + b.shape)

@@ -98,7 +98,7 @@ def elman(
     return jnp.zeros((hidden_size,), _cell.params_dtype(params))
 
   def project(params, xs):
-    return xs @ params.wx + params.b
+    return _cell.affine(xs, params.wx, params.b)
 
   def recur(params, s, p):
     s = phi(p + s @ params.wh)

@@ -72,7 +72,7 @@ def gru(hidden_size: int, *, dtype=jnp.float32) -> _cell.Cell:
     return jnp.zeros((H,), _cell.params_dtype(params))
 
   def project(params, xs):
-    return xs @ params.wx + params.b
+    return _cell.affine(xs, params.wx, params.b)
 
   def recur(params, h, p):
     hh = h @ params.wh

@@ -57,6 +57,6 @@ def linear(output_size: int, *, dtype=jnp.float32) -> Head:
           f"{name}.apply: h must have shape [..., {params.w.shape[0]}], got shape {tuple(h.shape)}.")
     if not jnp.issubdtype(h.dtype, jnp.floating):
       raise TypeError(f"{name}.apply: h must be floating, got dtype {h.dtype}.")
-    return h.astype(params.w.dtype) @ params.w + params.b
+    return _cell.affine(h.astype(params.w.dtype), params.w, params.b)
 
   return Head(init, apply, output_size)

@@ -77,7 +77,7 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, dtype=jnp.float32) -> _c
     return LSTMCarry(jnp.zeros((H,), dtype), jnp.zeros((H,), dtype))
 
   def project(params, xs):
-    return xs @ params.wx + params.b
+    return _cell.affine(xs, params.wx, params.b)
 
   def recur(params, carry, p):
     gates = p + carry.h @ params.wh
