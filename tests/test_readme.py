@@ -23,6 +23,7 @@ def test_quick_start_runs_and_its_loss_matches_a_loop():
   # Recreate the initial params exactly as the quick start does and loop over the batch.
   k1, k2 = jax.random.split(jax.random.key(0))
   params0 = (ns["cell"].init(k1, 8), ns["head"].init(k2, 64))
-  per_seq = [ns["loss_fn"](params0, ns["xs"][i], ns["labels"][i], ns["mask"][i]) for i in range(32)]
+  loss_fn = jax.jit(ns["loss_fn"])
+  per_seq = [loss_fn(params0, ns["xs"][i], ns["labels"][i], ns["mask"][i]) for i in range(32)]
   np.testing.assert_allclose(float(ns["loss"]), np.mean(per_seq), rtol=1e-5)
   assert not jax.tree_util.tree_all(jax.tree.map(lambda a, b: bool((a == b).all()), ns["params"], params0))

@@ -129,8 +129,9 @@ def test_vmap_equals_loop_over_batch(name):
   xs = jax.random.normal(jax.random.key(1), (4, 7, 3))
   masks = jnp.arange(7)[None, :] < jnp.array([7, 3, 5, 1])[:, None]
   carry_b, hs_b = jax.vmap(lambda x, m: jrnn.unroll(cell, params, x, mask=m))(xs, masks)
+  single = jax.jit(lambda x, m: jrnn.unroll(cell, params, x, mask=m))
   for i in range(4):
-    carry_i, hs_i = jrnn.unroll(cell, params, xs[i], mask=masks[i])
+    carry_i, hs_i = single(xs[i], masks[i])
     np.testing.assert_allclose(hs_b[i], hs_i, rtol=1e-6, atol=1e-6)
     chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], carry_b), carry_i, rtol=1e-6, atol=1e-6)
 
@@ -170,7 +171,7 @@ def test_grads_match_finite_differences(x64, name):
     _, hs = jrnn.unroll(cell, params, xs, mask=mask)
     return jnp.sum(jnp.sin(hs))
 
-  check_grads(loss, (params, xs), order=2, modes=["rev"], atol=1e-6, rtol=1e-6)
+  check_grads(jax.jit(loss), (params, xs), order=2, modes=["rev"], atol=1e-6, rtol=1e-6)
 
 
 @hypothesis.settings(max_examples=15, deadline=None)
