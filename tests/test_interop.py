@@ -295,8 +295,8 @@ def test_perturbed_gate_breaks_parity(mode):
   assert max(errs.values()) < TOL[torch.float32], errs
   for name, bug in _perturbations(mode).items():
     errs, _ = parity_errors(m, params=bug(params, m))
-    # The smallest error must be ~1000x the tolerance: the outputs themselves are wrong.
-    assert min(errs["out"], errs["grad_x"]) > 1e-2, (name, errs)
+    # At least 100x the tolerance (measured: 1.4e-2 to 2 for these bugs).
+    assert min(errs.values()) > 1e-3, (name, errs)
 
 
 # --- Round trips. -------------------------------------------------------------
@@ -424,3 +424,14 @@ def test_to_torch_bias_false():
     interop.to_torch(params, m)
   params = params._replace(b=jnp.zeros_like(params.b))
   _assert_trees_equal(interop.from_torch(interop.to_torch(params, m)), params)
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=("bfloat16", "float16"))
+def test_low_precision_dtype_kept_and_round_trip_exact(dtype):
+  m = make_module("gru", 2, True).to(dtype)
+  params = interop.from_torch(m)
+  assert {l.dtype for l in jax.tree_util.tree_leaves(params)} == {jnp.dtype(str(dtype).removeprefix("torch."))}
+  np.testing.assert_array_equal(np.asarray(params[1].backward.wh, np.float32),
+                                m.weight_hh_l1_reverse.detach().float().numpy().T)
+  m2 = make_module("gru", 2, True, seed=1).to(dtype)
+  _assert_trees_equal(interop.from_torch(interop.to_torch(params, m2)), params)
