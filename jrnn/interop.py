@@ -75,10 +75,11 @@ Round trips
 -----------
 
 * ``from_torch(to_torch(params, m))`` equals ``params`` exactly (bit for bit).
-* ``to_torch(from_torch(m), m2)`` gives ``m2`` the same weights as ``m``
-  exactly, and biases that sum to the same ``b_ih + b_hh`` (rounded once, as
-  PyTorch's own forward pass does); it computes the same function as ``m``, up
-  to that rounding, and ``from_torch`` of it equals ``from_torch(m)`` exactly.
+* ``to_torch(from_torch(m), m2)`` gives ``m2`` exactly ``m``'s weights, and
+  ``bias_ih`` = ``m``'s ``b_ih + b_hh`` (rounded once to the module's dtype;
+  the GRU's ``b_in`` and ``b_hn`` are copied exactly), ``bias_hh`` = 0 (GRU:
+  ``[0, 0, b_hn]``). It computes the same function as ``m`` up to that one
+  rounding, and ``from_torch(m2) == from_torch(m)`` exactly.
 
 What is not converted
 ---------------------
