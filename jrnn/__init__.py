@@ -6,6 +6,7 @@ Cells are NamedTuples of pure functions (``init``, ``initial_carry``,
 from ``jax.vmap``.
 """
 
+from jrnn import interop as interop
 from jrnn import losses as losses
 from jrnn._bidirectional import BidirectionalCarry as BidirectionalCarry
 from jrnn._bidirectional import BidirectionalParams as BidirectionalParams
@@ -45,6 +46,7 @@ __all__ = (
     "elman",
     "encoder_decoder",
     "gru",
+    "interop",
     "last_valid",
     "linear",
     "losses",
