@@ -1,0 +1,318 @@
+"""Benchmark jrnn against Flax linen ``nn.RNN`` and PyTorch, across sequence lengths.
+
+One process, interleaved: each repeat times every library once in turn, so
+machine noise hits them all alike; we report medians, spreads and ratios.
+
+The model is the same for every library: a cell (I -> H) over T steps, a linear
+head to O on every step, MSE against a target on every step, batch B.
+
+* ``forward``: the outputs ``ys [B, T, O]`` (inference; torch under no_grad).
+* ``train``: forward + BPTT + one Adam update.
+
+FLOPs counted per step forward: ``2 B (I + H) G H + 2 B H O`` (``G`` = 1/3/4
+gates for elman/gru/lstm); a training step is counted as 3x forward. Achieved
+GFLOP/s are reported against a measured float32 matrix-multiply peak of the same
+device.
+
+Flax and torch are imported lazily: ``import jrnn`` never imports them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+GATES = {"elman": 1, "gru": 3, "lstm": 4}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  cell: str
+  hidden: int
+  length: int
+  batch: int = 32
+  input_size: int = 32
+  output_size: int = 32
+
+  def flops(self, mode: str) -> float:
+    B, I, H, O, T, G = self.batch, self.input_size, self.hidden, self.output_size, self.length, GATES[self.cell]
+    fwd = T * (2 * B * (I + H) * G * H + 2 * B * H * O)
+    return fwd if mode == "forward" else 3 * fwd
+
+
+def _data(cfg: Config, seed: int = 0):
+  rng = np.random.default_rng(seed)
+  xs = rng.normal(size=(cfg.batch, cfg.length, cfg.input_size)).astype(np.float32)
+  ys = rng.normal(size=(cfg.batch, cfg.length, cfg.output_size)).astype(np.float32)
+  return xs, ys
+
+
+# --- jrnn --------------------------------------------------------------------------------------
+
+def _jrnn_fns(cfg: Config, mode: str, unroll: int = 1):
+  import jrnn
+  cell = {"elman": jrnn.elman, "gru": jrnn.gru, "lstm": jrnn.lstm}[cfg.cell](cfg.hidden)
+  head = jrnn.linear(cfg.output_size)
+  k1, k2 = jax.random.split(jax.random.key(0))
+  params = (cell.init(k1, cfg.input_size), head.init(k2, cfg.hidden))
+
+  def forward(params, xs):
+    hs = jax.vmap(lambda x: jrnn.unroll(cell, params[0], x, unroll=unroll)[1])(xs)
+    return head.apply(params[1], hs)
+
+  return _jax_fns(forward, params, cfg, mode)
+
+
+def _jax_fns(forward, params, cfg, mode):
+  """Jitted forward or train step for a pure ``forward(params, xs)``; returns (call, lowered-args)."""
+  xs, ys = (jnp.asarray(a) for a in _data(cfg))
+  if mode == "forward":
+    fn = jax.jit(forward)
+    args = (params, xs)
+  else:
+    opt = optax.adam(1e-3)
+
+    def step(params, opt_state, xs, ys):
+      loss, grads = jax.value_and_grad(lambda p: jnp.mean(jnp.square(forward(p, xs) - ys)))(params)
+      updates, opt_state = opt.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state, loss
+
+    fn = jax.jit(step, donate_argnums=())
+    args = (params, opt.init(params), xs, ys)
+  return (lambda: jax.block_until_ready(fn(*args))), (fn, args)
+
+
+# --- flax --------------------------------------------------------------------------------------
+
+def _flax_fns(cfg: Config, mode: str, unroll: int = 1):
+  import flax.linen as nn
+  cell_cls = {"elman": nn.SimpleCell, "gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}[cfg.cell]
+
+  class Model(nn.Module):
+    @nn.compact
+    def __call__(self, xs):
+      return nn.Dense(cfg.output_size)(nn.RNN(cell_cls(cfg.hidden), unroll=unroll)(xs))
+
+  model = Model()
+  xs, _ = _data(cfg)
+  params = model.init(jax.random.key(0), jnp.asarray(xs[:, :1]))
+  return _jax_fns(model.apply, params, cfg, mode)
+
+
+# --- torch -------------------------------------------------------------------------------------
+
+def _torch_fns(cfg: Config, mode: str, unroll: int = 1):
+  del unroll
+  import torch
+  device = "cuda" if torch.cuda.is_available() and jax.default_backend() == "gpu" else "cpu"
+  torch.manual_seed(0)
+  rnn_cls = {"elman": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cfg.cell]
+  rnn = rnn_cls(cfg.input_size, cfg.hidden, batch_first=True).to(device)
+  head = torch.nn.Linear(cfg.hidden, cfg.output_size).to(device)
+  xs, ys = (torch.from_numpy(a).to(device) for a in _data(cfg))
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+  if mode == "forward":
+    def call():
+      with torch.no_grad():
+        out = head(rnn(xs)[0])
+      sync()
+      return out
+  else:
+    params = list(rnn.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=1e-3)
+
+    def call():
+      opt.zero_grad(set_to_none=True)
+      loss = torch.mean((head(rnn(xs)[0]) - ys) ** 2)
+      loss.backward()
+      opt.step()
+      sync()
+      return loss
+  return call, None
+
+
+LIBRARIES: dict[str, Callable] = {"jrnn": _jrnn_fns, "flax": _flax_fns, "torch": _torch_fns}
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+  """Measured float32 matmul throughput of the default JAX device, in GFLOP/s."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(f(a))
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(f(a))
+    times.append(time.perf_counter() - t0)
+  return 2 * n ** 3 / min(times) / 1e9
+
+
+def _memory_bytes(lowered):
+  if lowered is None:
+    return None
+  fn, args = lowered
+  try:
+    stats = fn.lower(*args).compile().memory_analysis()
+    return int(stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes)
+  except Exception:  # not every backend reports memory
+    return None
+
+
+def bench_config(cfg: Config, mode: str, libs: Sequence[str], repeats: int, warmup: int, unroll: int = 1):
+  """Times one config for every library, interleaved; returns {lib: stats}."""
+  calls, results = {}, {}
+  for lib in libs:
+    t0 = time.perf_counter()
+    call, lowered = LIBRARIES[lib](cfg, mode, unroll)
+    call()
+    first = time.perf_counter() - t0
+    calls[lib] = call
+    results[lib] = {"first_call_s": first, "memory_bytes": _memory_bytes(lowered), "times_s": []}
+  for _ in range(warmup):
+    for lib in libs:
+      calls[lib]()
+  for _ in range(repeats):
+    for lib in libs:
+      t0 = time.perf_counter()
+      calls[lib]()
+      results[lib]["times_s"].append(time.perf_counter() - t0)
+  for lib, r in results.items():
+    t = sorted(r["times_s"])
+    r["median_s"] = statistics.median(t)
+    r["iqr_s"] = t[(3 * len(t)) // 4] - t[len(t) // 4]
+    r["compile_s"] = max(r["first_call_s"] - r["median_s"], 0.0)
+    r["gflops"] = cfg.flops(mode) / r["median_s"] / 1e9
+  return results
+
+
+def environment() -> dict:
+  env = {"jax": jax.__version__, "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
+         "platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+         "date": datetime.date.today().isoformat()}
+  try:
+    import flax
+    env["flax"] = flax.__version__
+  except ImportError:
+    pass
+  try:
+    import torch
+    env["torch"] = torch.__version__
+    env["torch_threads"] = torch.get_num_threads()
+  except ImportError:
+    pass
+  return env
+
+
+def sweep(cells=("elman", "gru", "lstm"), hidden=(64, 256, 1024), lengths=(16, 128, 1024, 4096),
+          modes=("forward", "train"), libs=("jrnn", "flax", "torch"), batch=32, io=32, repeats=7, warmup=2,
+          unroll=1, log=print):
+  """Runs the grid; returns a JSON-ready dict with the environment, the peak and every row."""
+  peak = matmul_peak_gflops()
+  rows = []
+  for mode in modes:
+    for cell in cells:
+      for H in hidden:
+        for T in lengths:
+          cfg = Config(cell, H, T, batch, io, io)
+          res = bench_config(cfg, mode, libs, repeats, warmup, unroll)
+          rows.append({"mode": mode, **dataclasses.asdict(cfg), "results": res})
+          log(format_row(rows[-1], libs, peak))
+  return {"environment": environment(), "matmul_peak_gflops": peak, "unroll": unroll, "rows": rows}
+
+
+def format_row(row, libs, peak):
+  r = row["results"]
+  cells = [f"{row['mode']:>7} {row['cell']:>5} H={row['hidden']:<4} T={row['length']:<5}"]
+  for lib in libs:
+    cells.append(f"{lib} {r[lib]['median_s'] * 1e3:9.2f} ms")
+  for lib in libs[1:]:
+    cells.append(f"jrnn/{lib} {r['jrnn']['median_s'] / r[lib]['median_s']:5.2f}")
+  cells.append(f"jrnn {r['jrnn']['gflops']:6.1f} GFLOP/s ({100 * r['jrnn']['gflops'] / peak:4.1f}% of peak)")
+  return " | ".join(cells)
+
+
+def plot(result: dict, path: str):
+  """Time vs T (log-log), one panel per (mode, cell), one line per (library, H)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  rows = result["rows"]
+  modes = sorted({r["mode"] for r in rows})
+  cells = [c for c in GATES if any(r["cell"] == c for r in rows)]
+  fig, axes = plt.subplots(len(modes), len(cells), figsize=(4.5 * len(cells), 3.6 * len(modes)), squeeze=False)
+  styles = {"jrnn": "-", "flax": "--", "torch": ":"}
+  for i, mode in enumerate(modes):
+    for j, cell in enumerate(cells):
+      ax = axes[i][j]
+      sub = [r for r in rows if r["mode"] == mode and r["cell"] == cell]
+      for H in sorted({r["hidden"] for r in sub}):
+        pts = sorted((r["length"], r["results"]) for r in sub if r["hidden"] == H)
+        for lib in pts[0][1]:
+          ax.plot([t for t, _ in pts], [res[lib]["median_s"] * 1e3 for _, res in pts], styles.get(lib, "-"),
+                  marker="o", ms=3, label=f"{lib} H={H}")
+      ax.set_xscale("log")
+      ax.set_yscale("log")
+      ax.set_title(f"{cell}, {mode}")
+      ax.set_xlabel("sequence length T")
+      ax.set_ylabel("median time (ms)")
+      ax.grid(True, which="both", alpha=0.3)
+  axes[0][-1].legend(fontsize=7)
+  env = result["environment"]
+  fig.suptitle(f"jrnn vs Flax vs PyTorch on {env['device']} ({env['date']}, B=32, I=O=32)", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def main(argv=None) -> int:
+  import argparse
+  p = argparse.ArgumentParser(prog="jrnn bench", description="jrnn vs Flax vs PyTorch across sequence lengths.")
+  p.add_argument("--quick", action="store_true", help="a small grid that finishes in a few minutes on 2 CPU cores")
+  p.add_argument("--cells", default="elman,gru,lstm")
+  p.add_argument("--hidden", default="64,256,1024")
+  p.add_argument("--lengths", default="16,128,1024,4096")
+  p.add_argument("--modes", default="forward,train")
+  p.add_argument("--libs", default="jrnn,flax,torch")
+  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--repeats", type=int, default=7)
+  p.add_argument("--unroll", type=int, default=1)
+  p.add_argument("--out", default="benchmarks/results")
+  a = p.parse_args(argv)
+  try:
+    ints = lambda s: tuple(int(v) for v in s.split(","))
+    hidden, lengths = ((64, 256), (16, 128, 512)) if a.quick else (ints(a.hidden), ints(a.lengths))
+    cells, modes, libs = tuple(a.cells.split(",")), tuple(a.modes.split(",")), tuple(a.libs.split(","))
+  except ValueError as e:
+    p.error(f"--hidden and --lengths take comma-separated integers ({e})")
+  for name, values, allowed in (("--cells", cells, GATES), ("--modes", modes, ("forward", "train")),
+                                ("--libs", libs, LIBRARIES)):
+    bad = [v for v in values if v not in allowed]
+    if bad:
+      p.error(f"{name}: unknown {bad}; choose from {sorted(allowed)}")
+  if libs[0] != "jrnn":
+    p.error("--libs must start with jrnn (ratios are jrnn/peer)")
+  repeats = 5 if a.quick else a.repeats
+  result = sweep(cells, hidden, lengths, modes, libs, a.batch, 32, repeats, 2, a.unroll)
+  os.makedirs(a.out, exist_ok=True)
+  env = result["environment"]
+  stem = os.path.join(a.out, f"{env['backend']}-{env['device'].replace(' ', '_')}-{env['date']}{'-quick' if a.quick else ''}")
+  with open(stem + ".json", "w") as f:
+    json.dump(result, f, indent=1)
+  plot(result, stem + ".png")
+  print(f"wrote {stem}.json and {stem}.png (matmul peak {result['matmul_peak_gflops']:.1f} GFLOP/s)")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""The benchmark harness: FLOP counts by hand, and a tiny interleaved run end to end."""
+
+import json
+
+import pytest
+
+from jrnn import bench
+
+
+def test_flop_count_matches_hand_count():
+  cfg = bench.Config("lstm", hidden=8, length=5, batch=2, input_size=3, output_size=4)
+  per_step = 2 * 2 * 3 * 32 + 2 * 2 * 8 * 32 + 2 * 2 * 8 * 4   # x Wx, h Wh (4 gates), head
+  assert cfg.flops("forward") == 5 * per_step
+  assert cfg.flops("train") == 3 * 5 * per_step
+  assert bench.Config("elman", 8, 5, 2, 3, 4).flops("forward") == 5 * (2 * 2 * 11 * 8 + 2 * 2 * 8 * 4)
+
+
+@pytest.mark.standard_promotion  # optax.adam in the train step
+def test_tiny_sweep_writes_json_and_plot(tmp_path, capsys):
+  rc = bench.main(["--cells", "gru", "--hidden", "8", "--lengths", "4,8", "--modes", "forward,train",
+                   "--repeats", "2", "--out", str(tmp_path)])
+  assert rc == 0
+  (js,) = tmp_path.glob("*.json")
+  result = json.loads(js.read_text())
+  assert len(result["rows"]) == 4 and result["matmul_peak_gflops"] > 0
+  assert {"jax", "flax", "torch", "device"} <= set(result["environment"])
+  for row in result["rows"]:
+    for lib in ("jrnn", "flax", "torch"):
+      r = row["results"][lib]
+      assert len(r["times_s"]) == 2 and r["median_s"] > 0
+      assert r["gflops"] == pytest.approx(bench.Config(row["cell"], 8, row["length"]).flops(row["mode"])
+                                          / r["median_s"] / 1e9)
+  assert (tmp_path / js.name.replace(".json", ".png")).stat().st_size > 10_000
+  out = capsys.readouterr().out
+  assert out.count("jrnn/flax") == 4 and out.count("jrnn/torch") == 4
+
+
+def test_bad_flags_exit_2(capsys):
+  with pytest.raises(SystemExit) as e:
+    bench.main(["--cells", "transformer"])
+  assert e.value.code == 2 and "unknown ['transformer']" in capsys.readouterr().err
