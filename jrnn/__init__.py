@@ -6,6 +6,7 @@ Cells are NamedTuples of pure functions (``init``, ``initial_carry``,
 from ``jax.vmap``.
 """
 
+from jrnn import bptt as bptt
 from jrnn import losses as losses
 from jrnn._bidirectional import BidirectionalCarry as BidirectionalCarry
 from jrnn._bidirectional import BidirectionalParams as BidirectionalParams
@@ -42,6 +43,7 @@ __all__ = (
     "LSTMParams",
     "LinearParams",
     "bidirectional",
+    "bptt",
     "elman",
     "encoder_decoder",
     "gru",
