@@ -299,7 +299,7 @@ def elman_bptt(
     return s, (z, s)
 
   _, (zs, ss) = lax.scan(forward, s0, xs)
-  os = ss @ wy + by
+  os = ss @ wy + by[None, :]
   per_step, eps = _output_error(output, loss, os, targets, scale)
   total = scale * jnp.sum(per_step)
   s_prevs = jnp.concatenate([s0[None], ss[:-1]], axis=0)     # sₜ₋₁ for t = 1 … T
