@@ -7,6 +7,7 @@ from ``jax.vmap``.
 """
 
 from jrnn import bptt as bptt
+from jrnn import diagnostics as diagnostics
 from jrnn import losses as losses
 from jrnn._bidirectional import BidirectionalCarry as BidirectionalCarry
 from jrnn._bidirectional import BidirectionalParams as BidirectionalParams
@@ -44,6 +45,7 @@ __all__ = (
     "LinearParams",
     "bidirectional",
     "bptt",
+    "diagnostics",
     "elman",
     "encoder_decoder",
     "gru",
