@@ -121,6 +121,9 @@ def loss_grad_norms(
   Returns:
     ``[T]``: row ``i`` is ``‖∂L/∂s_{i+1}‖``.
 
+  To compile it, mark the cell static: ``jax.jit(loss_grad_norms,
+  static_argnums=(0, 3))``.
+
   Example::
 
     cell = jrnn.lstm(16)
@@ -165,6 +168,9 @@ def state_jacobians(cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, car
 
   Returns:
     ``[T, D, D]``: entry ``[i, a, b] = ∂(s_T)_a / ∂(s_{i+1})_b``.
+
+  To compile it, mark the cell static: ``jax.jit(state_jacobians,
+  static_argnums=0)``.
   """
   xs, carry = _checked(cell, params, xs, carry, "jrnn.diagnostics.state_jacobians")
   T = xs.shape[0]
@@ -269,12 +275,13 @@ def plot_norms(
     raise ValueError(f"{fn}: cells is empty; pass {{label: (cell, params)}}, e.g. standard_cells(...).")
   if loss_fn is None:
     loss_fn = lambda hs: jnp.sum(hs[-1])   # noqa: E731
-  curves = {}
-  for label, (cell, params) in cells.items():
-    if kind == "jacobian":
-      curves[label] = jax.device_get(jacobian_norms(cell, params, xs, norm=norm))
-    else:
-      curves[label] = jax.device_get(loss_grad_norms(cell, params, xs, loss_fn))
+  if kind == "jacobian":
+    if norm not in _NORMS:
+      raise ValueError(f"{fn}: norm must be one of {_NORMS}, got {norm!r}.")
+    compute = jax.jit(lambda cell, params, xs: jacobian_norms(cell, params, xs, norm=norm), static_argnums=0)
+  else:
+    compute = jax.jit(lambda cell, params, xs: loss_grad_norms(cell, params, xs, loss_fn), static_argnums=0)
+  curves = {label: jax.device_get(compute(cell, params, xs)) for label, (cell, params) in cells.items()}
 
   import matplotlib.pyplot as plt   # lazily: matplotlib is optional
 
@@ -289,10 +296,10 @@ def plot_norms(
   ax.set_yscale("log")
   ax.set_xlabel("t")
   if kind == "jacobian":
-    ax.set_ylabel(f"‖∂s_T / ∂s_t‖ ({norm})")
+    ax.set_ylabel(rf"$\|\partial s_T / \partial s_t\|$ ({norm})")
     default_title = f"How much of step T reaches back to step t (T = {T})"
   else:
-    ax.set_ylabel("‖∂L / ∂s_t‖")
+    ax.set_ylabel(r"$\|\partial L / \partial s_t\|$")
     default_title = f"Gradient of the loss with respect to each state (T = {T})"
   ax.set_title(default_title if title is None else title)
   ax.grid(True, which="major", alpha=0.3)

@@ -13,7 +13,6 @@ import jrnn
 import jrnn.tasks
 from jrnn import bptt
 
-STATE_ACTIVATIONS = ("tanh", "sigmoid", "relu")
 # (output, loss): every combination elman_bptt accepts.
 OUTPUT_LOSSES = (("linear", "mse"), ("sigmoid", "mse"), ("softmax", "mse"),
                  ("softmax", "cross_entropy"), ("sigmoid", "cross_entropy"))
@@ -64,7 +63,9 @@ def max_abs_diff(a, b):
   return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-_CASES = [(a, o, l, r) for a in STATE_ACTIVATIONS for (o, l) in OUTPUT_LOSSES for r in ("mean", "sum")]
+# Every combination for the seeds' state nonlinearities (tanh, sigmoid); ReLU on two of them.
+_CASES = ([(a, o, l, r) for a in ("tanh", "sigmoid") for (o, l) in OUTPUT_LOSSES for r in ("mean", "sum")]
+          + [("relu", "linear", "mse", "mean"), ("relu", "softmax", "cross_entropy", "sum")])
 
 
 @pytest.mark.parametrize("activation,output,loss,reduction", _CASES)
@@ -191,11 +192,11 @@ def _step_loss(o, target, output, loss):
   return jnp.sum(optax.sigmoid_binary_cross_entropy(o, target))
 
 
-@pytest.mark.parametrize("k", [1, 2, 4])
-@pytest.mark.parametrize("activation,output,loss,reduction", [("tanh", "linear", "mse", "mean"),
-                                                              ("sigmoid", "softmax", "cross_entropy", "sum")])
+@pytest.mark.parametrize("k,activation,output,loss,reduction", [
+    (1, "tanh", "linear", "mse", "mean"), (3, "tanh", "linear", "mse", "mean"),
+    (2, "sigmoid", "softmax", "cross_entropy", "sum"), (4, "tanh", "sigmoid", "cross_entropy", "mean")])
 def test_truncation_equals_stop_gradient_reference(x64, k, activation, output, loss, reduction):
-  params, xs, targets = make_problem(5, 9, 3, 4, 3, output, loss, scale=1.0)
+  params, xs, targets = make_problem(5, 8, 3, 4, 3, output, loss, scale=1.0)
   opts = dict(activation=activation, output=output, loss=loss, reduction=reduction)
   value, grads = elman_bptt(params, xs, targets, truncate=k, **opts)
   ref_value, ref_grads = jax.jit(jax.value_and_grad(truncated_reference_loss), static_argnums=3, static_argnames=_OPTS)(
