@@ -63,25 +63,35 @@ def max_abs_diff(a, b):
   return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+@functools.partial(jax.jit, static_argnames=("activation", "output", "loss"))
+def bptt_and_reference(params, xs, targets, **opts):
+  """Both reductions, hand-written and by jax.grad, in one compiled function (half the compile time)."""
+  return {r: (bptt.elman_bptt(params, xs, targets, reduction=r, **opts),
+              jax.value_and_grad(reference_loss)(params, xs, targets, reduction=r, **opts))
+          for r in ("mean", "sum")}
+
+
 # Every combination for the seeds' state nonlinearities (tanh, sigmoid); ReLU on two of them.
-_CASES = ([(a, o, l, r) for a in ("tanh", "sigmoid") for (o, l) in OUTPUT_LOSSES for r in ("mean", "sum")]
-          + [("relu", "linear", "mse", "mean"), ("relu", "softmax", "cross_entropy", "sum")])
+_CASES = ([(a, o, l) for a in ("tanh", "sigmoid") for (o, l) in OUTPUT_LOSSES]
+          + [("relu", "linear", "mse"), ("relu", "softmax", "cross_entropy")])
 
 
-@pytest.mark.parametrize("activation,output,loss,reduction", _CASES)
-def test_equals_jax_grad(x64, activation, output, loss, reduction):
+@pytest.mark.parametrize("activation,output,loss", _CASES)
+def test_equals_jax_grad(x64, activation, output, loss):
+  """Loss and gradients equal jax.grad's to 1e-10 in float64, for reduction="mean" and "sum"."""
   # A different random shape for every case.
-  rng = np.random.default_rng(_CASES.index((activation, output, loss, reduction)))
+  rng = np.random.default_rng(_CASES.index((activation, output, loss)))
   T, I, H, O = (int(v) for v in rng.integers([1, 1, 1, 2], [12, 6, 7, 6]))
   params, xs, targets = make_problem(int(rng.integers(1 << 30)), T, I, H, O, output, loss)
-  opts = dict(activation=activation, output=output, loss=loss, reduction=reduction)
-  value, grads = elman_bptt(params, xs, targets, **opts)
-  ref_value, ref_grads = reference_value_and_grad(params, xs, targets, **opts)
-  assert jax.tree.structure(grads) == jax.tree.structure(params)
-  assert all(g.dtype == jnp.float64 and g.shape == p.shape
-             for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(params)))
-  np.testing.assert_allclose(value, ref_value, rtol=1e-12, atol=1e-12)
-  assert max_abs_diff(grads, ref_grads) < 1e-10
+  results = bptt_and_reference(params, xs, targets, activation=activation, output=output, loss=loss)
+  for (value, grads), (ref_value, ref_grads) in results.values():
+    assert jax.tree.structure(grads) == jax.tree.structure(params)
+    assert all(g.dtype == jnp.float64 and g.shape == p.shape
+               for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(params)))
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12, atol=1e-12)
+    assert max_abs_diff(grads, ref_grads) < 1e-10
+  # "sum" is T times "mean": the two reductions were really different losses.
+  np.testing.assert_allclose(results["sum"][0][0], T * results["mean"][0][0], rtol=1e-12)
 
 
 def test_pair_params_and_initial_state(x64):
@@ -145,7 +155,8 @@ def test_dogs_example(x64):
   """
   data = jrnn.tasks.dogs(jnp.float64)
   k1, k2 = jax.random.split(jax.random.key(4))
-  params = bptt.ElmanNetParams(jrnn.elman(3, dtype=jnp.float64).init(k1, 4), jrnn.linear(4, dtype=jnp.float64).init(k2, 3))
+  params = bptt.ElmanNetParams(jrnn.elman(3, dtype=jnp.float64).init(k1, 4),
+                               jrnn.linear(4, dtype=jnp.float64).init(k2, 3))
   opts = dict(activation="tanh", output="softmax", loss="cross_entropy", reduction="mean")
   value, grads = elman_bptt(params, data.xs, data.labels, **opts)
   ref_value, ref_grads = reference_value_and_grad(params, data.xs, data.labels, **opts)
@@ -262,7 +273,7 @@ def test_errors_name_the_argument():
     elman_bptt(params, jnp.zeros((2, 4, 3)), targets)
   with pytest.raises(ValueError, match=r"targets must have shape \[T, output_size\] = \(4, 2\), got shape \(4, 3\)"):
     elman_bptt(params, xs, jnp.zeros((4, 3)))
-  with pytest.raises(TypeError, match=r"targets must be integer class labels of shape \[T\] = \(4,\), got dtype float32"):
+  with pytest.raises(TypeError, match=r"targets must be integer class labels of shape \[T\] = \(4,\), got dtype float"):
     elman_bptt(params, xs, targets[:, 0], output="softmax", loss="cross_entropy")
   with pytest.raises(ValueError, match=r"targets must be integer labels of shape \[T\] = \(4,\), got shape \(4, 1\)"):
     elman_bptt(params, xs, jnp.zeros((4, 1), jnp.int32), output="softmax", loss="cross_entropy")

