@@ -6,6 +6,8 @@ Cells are NamedTuples of pure functions (``init``, ``initial_carry``,
 from ``jax.vmap``.
 """
 
+from jrnn import bptt as bptt
+from jrnn import diagnostics as diagnostics
 from jrnn import interop as interop
 from jrnn import losses as losses
 from jrnn._bidirectional import BidirectionalCarry as BidirectionalCarry
@@ -43,6 +45,8 @@ __all__ = (
     "LSTMParams",
     "LinearParams",
     "bidirectional",
+    "bptt",
+    "diagnostics",
     "elman",
     "encoder_decoder",
     "gru",
