@@ -51,7 +51,7 @@ class RNN(nnx.Module):
 
   Args:
     cell: a :class:`jrnn.Cell` (``jrnn.elman``, ``gru``, ``lstm``, ``stack``,
-      ``bidirectional`` ...). Its dtype is the params' dtype.
+      ``bidirectional`` ...); the params' dtype is the one given to its factory.
     in_features: the input feature size ``I`` (optional with ``params``).
     rngs: the ``nnx.Rngs``; the params are ``cell.init(rngs.params(),
       in_features)``.
@@ -91,9 +91,13 @@ class RNN(nnx.Module):
       optimizer.update(model, grads)
       return loss
 
+    params = model.rnn.params            # jrnn.GRUParams of plain arrays
+    carry, hs = jrnn.unroll(model.rnn.cell, params, xs[0])   # same hs as model.rnn(xs[0])
+
   References:
-    Flax NNX: https://flax.readthedocs.io/en/latest/nnx_basics.html and the
-    training guide https://flax.readthedocs.io/en/latest/mnist_tutorial.html.
+    Flax NNX basics: https://flax.readthedocs.io/en/latest/nnx_basics.html;
+    ``nnx.Optimizer``:
+    https://flax.readthedocs.io/en/latest/api_reference/flax.nnx/training/optimizer.html.
   """
 
   def __init__(
