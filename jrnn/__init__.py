@@ -34,6 +34,14 @@ from jrnn._unroll import unroll as unroll
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+  # jrnn.nnx imports Flax (about 0.4 s); load it on first use only.
+  if name == "nnx":
+    import importlib
+    return importlib.import_module("jrnn.nnx")
+  raise AttributeError(f"module 'jrnn' has no attribute {name!r}")
+
 __all__ = (
     "BidirectionalCarry",
     "BidirectionalParams",

@@ -1,0 +1,210 @@
+"""A Flax NNX front: any jrnn cell as an ``nnx.Module``.
+
+``import jrnn`` does not import Flax; ``jrnn.nnx`` is loaded (and Flax with it)
+on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jrnn import _cell
+from jrnn import _unroll
+
+__all__ = ("RNN",)
+
+
+def _is_variable(x: Any) -> bool:
+  return isinstance(x, nnx.Variable)
+
+
+class RNN(nnx.Module):
+  """A jrnn cell run over time, as a Flax NNX module.
+
+  .. math::
+
+     (c_t, h_t) = \\mathrm{cell}(c_{t-1}, x_t), \\quad t = 1 \\ldots T
+
+  (``t = T … 1`` with ``reverse=True``). The module holds the cell's params
+  as :class:`flax.nnx.Param` variables, in the same pytree of NamedTuples that
+  ``cell.init`` returns (``ElmanParams``, ``GRUParams``, ``LSTMParams``, tuples
+  for :func:`jrnn.stack`, ``BidirectionalParams`` ...), and its ``__call__`` is
+  :func:`jrnn.unroll` on them, so it computes exactly what the pure API does:
+
+  * ``RNN(cell, in_features, rngs=rngs)`` holds ``cell.init(rngs.params(),
+    in_features)``;
+  * ``module(xs, carry, mask=m, reverse=r)`` on one sequence ``xs: [T, I]`` is
+    ``jrnn.unroll(cell, module.params, xs, carry, mask=m, reverse=r)``; on a
+    batch ``xs: [B, T, I]`` (masks ``[B, T]``, carries with a leading ``B``) it
+    is that call under :func:`jax.vmap`;
+  * ``module.params`` gives the params back as plain arrays, and
+    ``RNN.from_params(cell, params)`` wraps existing ones.
+
+  ``nnx.Optimizer(model, tx, wrt=nnx.Param)``, ``nnx.value_and_grad`` and
+  ``nnx.jit`` then see the cell's weights like those of any ``nnx.Linear``; the
+  NNX state paths are the NamedTuple field names (``cell_params/wx``, or
+  ``cell_params/0/wh`` for the first layer of a stack).
+
+  Args:
+    cell: a :class:`jrnn.Cell` (``jrnn.elman``, ``gru``, ``lstm``, ``stack``,
+      ``bidirectional`` ...); the params' dtype is the one given to its factory.
+    in_features: the input feature size ``I`` (optional with ``params``).
+    rngs: the ``nnx.Rngs``; the params are ``cell.init(rngs.params(),
+      in_features)``.
+    params: existing params to wrap instead (give ``rngs`` or ``params``); see
+      :meth:`from_params`.
+    return_carry: whether ``__call__`` returns ``(carry, hs)`` rather than
+      ``hs`` alone (can be overridden per call).
+    unroll: steps per ``lax.scan`` iteration (speed only).
+
+  Attributes:
+    cell: the :class:`jrnn.Cell`.
+    cell_params: the params, a pytree of ``nnx.Param``.
+    in_features: ``I``.
+    out_features: ``cell.hidden_size``.
+
+  Example::
+
+    from flax import nnx
+    import optax
+
+    class Tagger(nnx.Module):
+      def __init__(self, rngs):
+        self.rnn = jrnn.nnx.RNN(jrnn.gru(32), 8, rngs=rngs)
+        self.head = nnx.Linear(32, 5, rngs=rngs)
+
+      def __call__(self, xs, mask):           # xs: [B, T, 8], mask: [B, T]
+        return self.head(self.rnn(xs, mask=mask))
+
+    model = Tagger(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer, xs, mask, ys):
+      def loss_fn(model):
+        return jnp.mean((model(xs, mask) - ys) ** 2)
+      loss, grads = nnx.value_and_grad(loss_fn)(model)
+      optimizer.update(model, grads)
+      return loss
+
+    params = model.rnn.params            # jrnn.GRUParams of plain arrays
+    carry, hs = jrnn.unroll(model.rnn.cell, params, xs[0])   # same hs as model.rnn(xs[0])
+
+  References:
+    Flax NNX basics: https://flax.readthedocs.io/en/latest/nnx_basics.html;
+    ``nnx.Optimizer``:
+    https://flax.readthedocs.io/en/latest/api_reference/flax.nnx/training/optimizer.html.
+  """
+
+  def __init__(
+      self,
+      cell: _cell.Cell,
+      in_features: Optional[int] = None,
+      *,
+      rngs: Optional[nnx.Rngs] = None,
+      params: Any = None,
+      return_carry: bool = False,
+      unroll: int = 1,
+  ):
+    name = "jrnn.nnx.RNN"
+    if not isinstance(cell, _cell.Cell):
+      raise TypeError(f"{name}: cell must be a jrnn.Cell (e.g. jrnn.gru(32)), got {type(cell).__name__}.")
+    if (rngs is None) == (params is None):
+      raise ValueError(f"{name}: give exactly one of rngs (to initialise the params) and params (to wrap them).")
+    if params is None:
+      if in_features is None:
+        raise ValueError(f"{name}: in_features is needed to initialise the params from rngs.")
+      params = cell.init(rngs.params(), _cell.check_input_size(in_features, name))
+    elif in_features is not None and in_features != cell.input_size(params):
+      raise ValueError(
+          f"{name}: in_features={in_features!r} but the params given expect input_size={cell.input_size(params)}.")
+    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+      raise ValueError(f"{name}: unroll must be a positive int, got {unroll!r}.")
+    self.cell = cell
+    self.cell_params = nnx.data(jax.tree.map(nnx.Param, params))
+    self.in_features = int(cell.input_size(params))
+    self.out_features = cell.hidden_size
+    self.return_carry = bool(return_carry)
+    self.unroll = unroll
+
+  @classmethod
+  def from_params(cls, cell: _cell.Cell, params: Any, *, return_carry: bool = False, unroll: int = 1) -> "RNN":
+    """Wraps existing params (from ``cell.init``, training or :mod:`jrnn.interop`).
+
+    Same as ``RNN(cell, params=params)``. Each array is held, not copied, in an
+    ``nnx.Param``; ``RNN.from_params(cell, p).params`` has the structure and
+    values of ``p``.
+    """
+    return cls(cell, params=params, return_carry=return_carry, unroll=unroll)
+
+  @property
+  def params(self) -> Any:
+    """The cell's params as a pytree of plain arrays, as ``cell.init`` returns them."""
+    return jax.tree.map(lambda v: v[...], self.cell_params, is_leaf=_is_variable)
+
+  def initial_carry(self, batch_size: Optional[int] = None) -> Any:
+    """``cell.initial_carry(params)``, with a leading ``batch_size`` axis if given."""
+    carry = self.cell.initial_carry(self.params)
+    if batch_size is None:
+      return carry
+    return jax.tree.map(lambda c: jnp.broadcast_to(c, (batch_size,) + c.shape), carry)
+
+  def __call__(
+      self,
+      xs: jax.typing.ArrayLike,
+      carry: Any = None,
+      *,
+      mask: Optional[jax.typing.ArrayLike] = None,
+      reverse: bool = False,
+      return_carry: Optional[bool] = None,
+  ):
+    """Runs the cell over ``xs``.
+
+    Args:
+      xs: one sequence ``[T, in_features]`` or a batch ``[B, T, in_features]``.
+      carry: the initial carry (a leading ``B`` on every leaf for a batch);
+        ``None`` for zeros.
+      mask: optional boolean ``[T]`` (or ``[B, T]``); masked steps keep the
+        carry and output zeros, as in :func:`jrnn.unroll`.
+      reverse: scan from the last step to the first (``hs`` keep their order).
+      return_carry: overrides the module's ``return_carry`` for this call.
+
+    Returns:
+      ``hs`` ``[T, out_features]`` (or ``[B, T, out_features]``), or
+      ``(carry, hs)`` when ``return_carry``.
+    """
+    return_carry = self.return_carry if return_carry is None else return_carry
+    params = self.params
+    xs = jnp.asarray(xs)
+    reverse = bool(reverse)
+
+    def one(xs, carry, mask):
+      return _unroll.unroll(self.cell, params, xs, carry, mask=mask, reverse=reverse, unroll=self.unroll)
+
+    if xs.ndim == 2:
+      out_carry, hs = one(xs, carry, mask)
+    elif xs.ndim == 3:
+      if mask is not None:
+        mask = jnp.asarray(mask)
+        if mask.shape != xs.shape[:2]:
+          raise ValueError(
+              f"jrnn.nnx.RNN: for xs of shape {tuple(xs.shape)} [B, T, features], mask must have shape "
+              f"[B, T] = {tuple(xs.shape[:2])}, got shape {tuple(mask.shape)}.")
+      if carry is not None:
+        for leaf in jax.tree_util.tree_leaves(carry):
+          if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != xs.shape[0]:
+            raise ValueError(
+                f"jrnn.nnx.RNN: for a batch of {xs.shape[0]} sequences every carry leaf needs a leading "
+                f"axis of size {xs.shape[0]}, got a leaf of shape {tuple(jnp.shape(leaf))} "
+                "(see module.initial_carry(batch_size)).")
+      in_axes = (0, None if carry is None else 0, None if mask is None else 0)
+      out_carry, hs = jax.vmap(one, in_axes=in_axes)(xs, carry, mask)
+    else:
+      raise ValueError(
+          f"jrnn.nnx.RNN: xs must have shape [T, {self.in_features}] or [B, T, {self.in_features}], "
+          f"got shape {tuple(xs.shape)} (rank {xs.ndim}).")
+    return (out_carry, hs) if return_carry else hs
