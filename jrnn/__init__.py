@@ -14,6 +14,7 @@ from jrnn._bidirectional import BidirectionalCarry as BidirectionalCarry
 from jrnn._bidirectional import BidirectionalParams as BidirectionalParams
 from jrnn._bidirectional import bidirectional as bidirectional
 from jrnn._cell import Cell as Cell
+from jrnn._cell import LogCoefficients as LogCoefficients
 from jrnn._elman import ElmanParams as ElmanParams
 from jrnn._elman import elman as elman
 from jrnn._gru import GRUParams as GRUParams
@@ -24,6 +25,8 @@ from jrnn._linear import linear as linear
 from jrnn._lstm import LSTMCarry as LSTMCarry
 from jrnn._lstm import LSTMParams as LSTMParams
 from jrnn._lstm import lstm as lstm
+from jrnn._min_gru import MinGRUParams as MinGRUParams
+from jrnn._min_gru import min_gru as min_gru
 from jrnn._modes import encoder_decoder as encoder_decoder
 from jrnn._modes import last_valid as last_valid
 from jrnn._modes import many_to_many as many_to_many
@@ -44,6 +47,8 @@ __all__ = (
     "LSTMCarry",
     "LSTMParams",
     "LinearParams",
+    "LogCoefficients",
+    "MinGRUParams",
     "bidirectional",
     "bptt",
     "diagnostics",
@@ -57,6 +62,7 @@ __all__ = (
     "lstm",
     "many_to_many",
     "many_to_one",
+    "min_gru",
     "one_to_many",
     "stack",
     "unroll",

@@ -20,6 +20,7 @@ def unroll(
     mask: Optional[jax.typing.ArrayLike] = None,
     reverse: bool = False,
     unroll: int = 1,
+    scan: str = "auto",
 ) -> tuple[Any, jax.Array]:
   """Runs ``cell`` over a sequence with ``jax.lax.scan``.
 
@@ -40,6 +41,26 @@ def unroll(
 
   One sequence is ``[T, features]``; for a batch, wrap the call in ``jax.vmap``.
 
+  Cells whose recurrence is linear in the carry, ``c_t = a_t ⊙ c_{t-1} + b_t``
+  (those with ``cell.linear``: :func:`jrnn.min_gru`, :func:`jrnn.min_lstm`,
+  :func:`jrnn.lru`), can also run as a parallel scan over time,
+  ``jax.lax.associative_scan`` with the operator
+  ``(a₁, b₁) ∘ (a₂, b₂) = (a₁ a₂, a₂ b₁ + b₂)``: ``O(log T)`` depth instead of
+  ``T`` sequential steps, for about twice the arithmetic. The initial carry is
+  folded into the first ``b``; a masked step becomes ``(a, b) = (1, 0)`` (so the
+  carry passes through) and gives a zero output row; ``reverse`` scans the
+  flipped sequence. Both algorithms give the same ``(carry, hs)`` up to
+  rounding.
+
+  ``scan="auto"`` (the default) runs cells without ``linear`` sequentially and
+  picks for linear cells by backend and length: on CPU, associative from
+  ``T >= AUTO_MIN_LENGTH["cpu"]``; on GPU and TPU, from
+  ``T >= AUTO_MIN_LENGTH["gpu"]`` (``"tpu"``). The CPU threshold comes from
+  ``benchmarks/linear_recurrences.py`` (training step, minGRU H=64, B=8,
+  XLA:CPU on 2 shared cores; see benchmarks/NOTES.md). The GPU/TPU thresholds are not
+  measured yet and follow the common experience that the parallel scan wins
+  there from a few hundred steps.
+
   Args:
     cell: a :class:`jrnn.Cell` (``jrnn.elman``, ``gru``, ``lstm``, ``stack``,
       ``bidirectional`` ...).
@@ -49,6 +70,10 @@ def unroll(
     mask: optional boolean ``[T]``.
     reverse: scan from the last step to the first.
     unroll: how many steps ``lax.scan`` unrolls per loop iteration (speed only).
+    scan: ``"sequential"`` (``lax.scan`` over ``cell.recur``),
+      ``"associative"`` (``lax.associative_scan`` over ``cell.linear``; raises
+      ValueError for a cell without it) or ``"auto"`` (see above). Passed on to
+      the layers of :func:`jrnn.stack` and :func:`jrnn.bidirectional`.
 
   Returns:
     ``(carry, hs)`` with ``hs: [T, hidden_size]``.
@@ -63,13 +88,44 @@ def unroll(
   xs, carry, mask = check_inputs(cell, params, xs, carry, mask, "jrnn.unroll")
   if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
     raise ValueError(f"jrnn.unroll: unroll must be a positive int, got {unroll!r}.")
-  return run(cell, params, carry, xs, mask, bool(reverse), unroll)
+  if scan not in SCANS:
+    raise ValueError(f"jrnn.unroll: scan must be one of {SCANS}, got {scan!r}.")
+  return run(cell, params, carry, xs, mask, bool(reverse), unroll, scan)
 
 
-def run(cell, params, carry, xs, mask, reverse, unroll):
+SCANS = ("sequential", "associative", "auto")
+
+# scan="auto" uses the associative scan for linear cells from this length on,
+# per backend (jax.default_backend()); see unroll's docstring and
+# benchmarks/NOTES.md for the measurement behind the CPU value.
+AUTO_MIN_LENGTH = {"cpu": None, "gpu": 256, "tpu": 256}
+
+
+def resolve_scan(cell, scan, length):
+  """The algorithm ``"sequential"`` or ``"associative"`` that ``scan`` means for ``cell``."""
+  if scan == "associative":
+    if cell.linear is None:
+      raise ValueError(
+          f"jrnn.unroll: scan='associative' needs a cell whose recurrence is linear in the carry "
+          f"(with cell.linear, e.g. jrnn.min_gru, jrnn.min_lstm, jrnn.lru); {cell.name} is not. "
+          "Use scan='sequential' or 'auto'.")
+    return scan
+  if scan == "auto":
+    if cell.linear is None:
+      return "sequential"
+    threshold = AUTO_MIN_LENGTH.get(jax.default_backend())
+    return "associative" if threshold is not None and length >= threshold else "sequential"
+  return "sequential"
+
+
+def run(cell, params, carry, xs, mask, reverse, unroll, scan="sequential"):
   """:func:`unroll` on already-checked arguments (used by composite layers)."""
   if cell.sequence is not None:
-    return cell.sequence(params, carry, xs, mask, reverse, unroll)
+    if scan == "sequential":  # custom sequences written before ``scan`` existed keep working
+      return cell.sequence(params, carry, xs, mask, reverse, unroll)
+    return cell.sequence(params, carry, xs, mask, reverse, unroll, scan=scan)
+  if resolve_scan(cell, scan, xs.shape[0]) == "associative":
+    return associative(cell, params, carry, xs, mask, reverse)
   ps = cell.project(params, xs)
 
   def recur(c, p):
@@ -85,6 +141,63 @@ def run(cell, params, carry, xs, mask, reverse, unroll):
     return c, jnp.where(m, h, jnp.zeros_like(h))
 
   return lax.scan(masked_recur, carry, (ps, mask), reverse=reverse, unroll=unroll)
+
+
+def _where_mask(mask, x, fill):
+  """``x`` where ``mask: [T]`` is True, else ``fill``; broadcast explicitly (rank promotion may raise)."""
+  m = jnp.reshape(mask, mask.shape + (1,) * (x.ndim - 1))
+  return jnp.where(m, x, jnp.asarray(fill, x.dtype))
+
+
+def _combine(earlier, later):
+  """The associative operator ``(a₁, b₁) ∘ (a₂, b₂) = (a₁ a₂, a₂ b₁ + b₂)``."""
+  a1, b1 = earlier
+  a2, b2 = later
+  return a1 * a2, a2 * b1 + b2
+
+
+def _linear_scan(a, b, c0):
+  """States ``c_t = a_t c_{t-1} + b_t`` for ``t = 1..T`` from ``c_0``, as a parallel scan."""
+  b = b.at[0].add(a[0] * c0)
+  _, cs = lax.associative_scan(_combine, (a, b))
+  return cs
+
+
+def _log_linear_scan(log_a, log_b, c0):
+  """The same recurrence with ``a, b > 0`` given in log space (Heinsen, 2023).
+
+  ``c_t = A_t c_0 + exp(log A_t + logcumsumexp(log b - log A)_t)``, ``log A_t =
+  cumsum(log a)_t``. ``c_0`` enters linearly rather than through ``log c_0``, so
+  it may be zero or negative and its gradient stays finite.
+  """
+  log_A = jnp.cumsum(log_a, axis=0)
+  acc = lax.cumlogsumexp(log_b - log_A, axis=0)
+  return jnp.exp(log_A) * c0 + jnp.exp(log_A + acc)
+
+
+def associative(cell, params, carry, xs, mask, reverse):
+  """``run`` with ``scan="associative"``: a parallel scan over ``cell.linear``'s coefficients."""
+  coeffs = cell.linear(params, xs)
+  log_space = isinstance(coeffs, _cell.LogCoefficients)
+  a, b = coeffs
+  # a may broadcast over time ([1, N] for the LRU's constant λ).
+  a = jax.tree_util.tree_map(lambda a_, b_: jnp.broadcast_to(a_, b_.shape), a, b)
+  if mask is not None:
+    # A masked step is the identity: a = 1, b = 0 (log a = 0, log b = a very negative
+    # finite number rather than -inf, whose logsumexp gradient would be nan).
+    one, zero = (0.0, None) if log_space else (1.0, 0.0)
+    a = jax.tree_util.tree_map(lambda x: _where_mask(mask, x, one), a)
+    b = jax.tree_util.tree_map(
+        lambda x: _where_mask(mask, x, jnp.finfo(x.dtype).min if zero is None else zero), b)
+  flip = (lambda t: jax.tree_util.tree_map(lambda x: x[::-1], t)) if reverse else (lambda t: t)
+  scan_fn = _log_linear_scan if log_space else _linear_scan
+  cs = jax.tree_util.tree_map(scan_fn, flip(a), flip(b), carry)
+  last = jax.tree_util.tree_map(lambda x: x[-1], cs)
+  cs = flip(cs)
+  hs = cs if cell.readout is None else cell.readout(params, cs, xs)
+  if mask is not None:
+    hs = _where_mask(mask, hs, 0)
+  return last, hs
 
 
 def check_inputs(cell, params, xs, carry, mask, fn_name):
@@ -144,7 +257,7 @@ def check_carry(cell, params, carry, fn_name):
       raise ValueError(
           f"{fn_name}: carry has a leaf of shape {tuple(g.shape)}, expected {tuple(e.shape)} "
           f"(see cell.initial_carry(params)). For a batch, wrap the call in jax.vmap.")
-    if not jnp.issubdtype(g.dtype, jnp.floating):
+    if not jnp.issubdtype(g.dtype, jnp.inexact):  # complex for the LRU
       raise TypeError(f"{fn_name}: carry must be floating, got dtype {g.dtype}.")
     cast.append(g.astype(e.dtype))
   return jax.tree_util.tree_unflatten(exp_tree, cast)
