@@ -25,8 +25,12 @@ from jrnn._linear import linear as linear
 from jrnn._lstm import LSTMCarry as LSTMCarry
 from jrnn._lstm import LSTMParams as LSTMParams
 from jrnn._lstm import lstm as lstm
+from jrnn._lru import LRUParams as LRUParams
+from jrnn._lru import lru as lru
 from jrnn._min_gru import MinGRUParams as MinGRUParams
 from jrnn._min_gru import min_gru as min_gru
+from jrnn._min_lstm import MinLSTMParams as MinLSTMParams
+from jrnn._min_lstm import min_lstm as min_lstm
 from jrnn._modes import encoder_decoder as encoder_decoder
 from jrnn._modes import last_valid as last_valid
 from jrnn._modes import many_to_many as many_to_many
@@ -46,9 +50,11 @@ __all__ = (
     "Head",
     "LSTMCarry",
     "LSTMParams",
+    "LRUParams",
     "LinearParams",
     "LogCoefficients",
     "MinGRUParams",
+    "MinLSTMParams",
     "bidirectional",
     "bptt",
     "diagnostics",
@@ -59,10 +65,12 @@ __all__ = (
     "last_valid",
     "linear",
     "losses",
+    "lru",
     "lstm",
     "many_to_many",
     "many_to_one",
     "min_gru",
+    "min_lstm",
     "one_to_many",
     "stack",
     "unroll",

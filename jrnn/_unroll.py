@@ -172,7 +172,7 @@ def _log_linear_scan(log_a, log_b, c0):
   """
   log_A = jnp.cumsum(log_a, axis=0)
   acc = lax.cumlogsumexp(log_b - log_A, axis=0)
-  return jnp.exp(log_A) * c0 + jnp.exp(log_A + acc)
+  return jnp.exp(log_A) * c0[None] + jnp.exp(log_A + acc)
 
 
 def associative(cell, params, carry, xs, mask, reverse):
