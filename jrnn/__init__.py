@@ -13,6 +13,8 @@ from jrnn import losses as losses
 from jrnn._bidirectional import BidirectionalCarry as BidirectionalCarry
 from jrnn._bidirectional import BidirectionalParams as BidirectionalParams
 from jrnn._bidirectional import bidirectional as bidirectional
+from jrnn._block import BlockParams as BlockParams
+from jrnn._block import linear_recurrent_block as linear_recurrent_block
 from jrnn._cell import Cell as Cell
 from jrnn._cell import LogCoefficients as LogCoefficients
 from jrnn._elman import ElmanParams as ElmanParams
@@ -44,6 +46,7 @@ __version__ = "0.1.0"
 __all__ = (
     "BidirectionalCarry",
     "BidirectionalParams",
+    "BlockParams",
     "Cell",
     "ElmanParams",
     "GRUParams",
@@ -64,6 +67,7 @@ __all__ = (
     "interop",
     "last_valid",
     "linear",
+    "linear_recurrent_block",
     "losses",
     "lru",
     "lstm",
