@@ -91,7 +91,8 @@ class LogCoefficients(NamedTuple):
 
   Returned by a cell's ``linear`` to ask :func:`jrnn.unroll` for the log-space
   scan (Heinsen, 2023): ``c_t = A_t c_0 + exp(log A_t + logcumsumexp(log b -
-  log A)_t)`` with ``log A_t = Σ_{k≤t} log a_k``. Needs ``a, b > 0``.
+  log A)_t)`` with ``log A_t = Σ_{k≤t} log a_k``, evaluated as an associative
+  scan in log space (``logaddexp``) for accuracy. Needs ``a, b > 0``.
   """
 
   log_a: Any

@@ -50,12 +50,11 @@ def min_gru(hidden_size: int, *, log_space: bool = False, dtype=jnp.float32) -> 
   ``log_space=True`` is the paper's numerically stable variant: the candidate
   is made positive, ``h̃_t = g(x_t W_{xh} + b_h)`` with ``g(x) = x + 0.5`` for
   ``x ≥ 0`` and ``σ(x)`` otherwise, and the parallel scan runs in log space,
-  ``log a_t = -softplus(k_z)``, ``log b_t = -softplus(-k_z) + log g(k_h)``,
-  through ``cumsum`` and ``logcumsumexp`` (Heinsen, 2023). The sequential
-  path computes the same model in the plain form. (With the associative scan
-  the plain form never divides by a cumulative product, so it is stable without
-  logs; the log form is there for fidelity to the paper, and its accuracy falls
-  with ``T`` as ``|log A_T|`` grows, about ``T · ulp`` relative.)
+  ``log a_t = -softplus(k_z)``, ``log b_t = -softplus(-k_z) + log g(k_h)``
+  (Heinsen, 2023; see :class:`jrnn.LogCoefficients`). The sequential path
+  computes the same model in the plain form. (The associative scan never
+  divides by a cumulative product, so the plain form is stable without logs
+  too; the log form is there for fidelity to the paper.)
 
   Args:
     hidden_size: size of ``h_t``.
