@@ -52,14 +52,18 @@ def unroll(
   flipped sequence. Both algorithms give the same ``(carry, hs)`` up to
   rounding.
 
-  ``scan="auto"`` (the default) runs cells without ``linear`` sequentially and
-  picks for linear cells by backend and length: on CPU, associative from
-  ``T >= AUTO_MIN_LENGTH["cpu"]``; on GPU and TPU, from
-  ``T >= AUTO_MIN_LENGTH["gpu"]`` (``"tpu"``). The CPU threshold comes from
-  ``benchmarks/linear_recurrences.py`` (training step, minGRU H=64, B=8,
-  XLA:CPU on 2 shared cores; see benchmarks/NOTES.md). The GPU/TPU thresholds are not
-  measured yet and follow the common experience that the parallel scan wins
-  there from a few hundred steps.
+  ``scan="auto"`` (the default) runs cells without ``linear`` sequentially, so
+  their results are unchanged, and picks for linear cells by backend and length:
+  associative from ``T >= AUTO_MIN_LENGTH[jax.default_backend()]``, sequential
+  below or where the entry is ``None``. On CPU it is ``None`` (always
+  sequential): measured with ``benchmarks/linear_recurrences.py`` (training step,
+  I=32, H=64, B=8, jax 0.10.2, XLA:CPU, 2 cores, interleaved medians), the
+  associative scan was slower at every length from 16 to 16384 steps, minGRU
+  associative/sequential = 1.08 (T=16), 1.12 (256), 1.18 (1024), 1.35 (4096),
+  1.25 (16384),
+  and it compiles 3-8 times longer, so there is no crossover to pick. On GPU and
+  TPU it is 256, a guess from the common experience that the parallel scan wins
+  there from a few hundred steps; not yet measured in jrnn.
 
   Args:
     cell: a :class:`jrnn.Cell` (``jrnn.elman``, ``gru``, ``lstm``, ``stack``,
@@ -96,8 +100,8 @@ def unroll(
 SCANS = ("sequential", "associative", "auto")
 
 # scan="auto" uses the associative scan for linear cells from this length on,
-# per backend (jax.default_backend()); see unroll's docstring and
-# benchmarks/NOTES.md for the measurement behind the CPU value.
+# per backend (jax.default_backend()); None: never. CPU measured (see unroll's
+# docstring and benchmarks/NOTES.md); GPU/TPU not yet.
 AUTO_MIN_LENGTH = {"cpu": None, "gpu": 256, "tpu": 256}
 
 
