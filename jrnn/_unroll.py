@@ -60,8 +60,8 @@ def unroll(
   I=32, H=64, B=8, jax 0.10.2, XLA:CPU, 2 cores, interleaved medians), the
   associative scan was slower at every length from 16 to 16384 steps, minGRU
   associative/sequential = 1.08 (T=16), 1.12 (256), 1.18 (1024), 1.35 (4096),
-  1.25 (16384),
-  and it compiles 3-8 times longer, so there is no crossover to pick. On GPU and
+  1.25 (16384), and it compiles 3-8 times longer, so there is no crossover to
+  pick. On GPU and
   TPU it is 256, a guess from the common experience that the parallel scan wins
   there from a few hundred steps; not yet measured in jrnn.
 
