@@ -13,7 +13,10 @@ from jrnn import losses as losses
 from jrnn._bidirectional import BidirectionalCarry as BidirectionalCarry
 from jrnn._bidirectional import BidirectionalParams as BidirectionalParams
 from jrnn._bidirectional import bidirectional as bidirectional
+from jrnn._block import BlockParams as BlockParams
+from jrnn._block import linear_recurrent_block as linear_recurrent_block
 from jrnn._cell import Cell as Cell
+from jrnn._cell import LogCoefficients as LogCoefficients
 from jrnn._elman import ElmanParams as ElmanParams
 from jrnn._elman import elman as elman
 from jrnn._gru import GRUParams as GRUParams
@@ -24,6 +27,12 @@ from jrnn._linear import linear as linear
 from jrnn._lstm import LSTMCarry as LSTMCarry
 from jrnn._lstm import LSTMParams as LSTMParams
 from jrnn._lstm import lstm as lstm
+from jrnn._lru import LRUParams as LRUParams
+from jrnn._lru import lru as lru
+from jrnn._min_gru import MinGRUParams as MinGRUParams
+from jrnn._min_gru import min_gru as min_gru
+from jrnn._min_lstm import MinLSTMParams as MinLSTMParams
+from jrnn._min_lstm import min_lstm as min_lstm
 from jrnn._modes import encoder_decoder as encoder_decoder
 from jrnn._modes import last_valid as last_valid
 from jrnn._modes import many_to_many as many_to_many
@@ -45,13 +54,18 @@ def __getattr__(name):
 __all__ = (
     "BidirectionalCarry",
     "BidirectionalParams",
+    "BlockParams",
     "Cell",
     "ElmanParams",
     "GRUParams",
     "Head",
     "LSTMCarry",
     "LSTMParams",
+    "LRUParams",
     "LinearParams",
+    "LogCoefficients",
+    "MinGRUParams",
+    "MinLSTMParams",
     "bidirectional",
     "bptt",
     "diagnostics",
@@ -61,10 +75,14 @@ __all__ = (
     "interop",
     "last_valid",
     "linear",
+    "linear_recurrent_block",
     "losses",
+    "lru",
     "lstm",
     "many_to_many",
     "many_to_one",
+    "min_gru",
+    "min_lstm",
     "one_to_many",
     "stack",
     "unroll",

@@ -41,7 +41,7 @@ def bidirectional(forward: _cell.Cell, backward: Optional[_cell.Cell] = None) ->
 
   The result is a :class:`jrnn.Cell` with no ``step`` (the backward direction
   needs the whole sequence): run it with :func:`jrnn.unroll`, or put it in
-  :func:`jrnn.stack`.
+  :func:`jrnn.stack`. ``jrnn.unroll``'s ``scan`` is passed to both directions.
 
   Args:
     forward: the forward cell.
@@ -71,9 +71,9 @@ def bidirectional(forward: _cell.Cell, backward: Optional[_cell.Cell] = None) ->
   def initial_carry(params):
     return BidirectionalCarry(forward.initial_carry(params.forward), backward.initial_carry(params.backward))
 
-  def sequence(params, carry, xs, mask, reverse, unroll):
-    cf, hf = _unroll.run(forward, params.forward, carry.forward, xs, mask, reverse, unroll)
-    cb, hb = _unroll.run(backward, params.backward, carry.backward, xs, mask, not reverse, unroll)
+  def sequence(params, carry, xs, mask, reverse, unroll, scan="sequential"):
+    cf, hf = _unroll.run(forward, params.forward, carry.forward, xs, mask, reverse, unroll, scan)
+    cb, hb = _unroll.run(backward, params.backward, carry.backward, xs, mask, not reverse, unroll, scan)
     return BidirectionalCarry(cf, cb), jnp.concatenate([hf, hb], axis=-1)
 
   def input_size_fn(params):

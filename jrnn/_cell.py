@@ -22,6 +22,12 @@ so that ``step(params, carry, x) == recur(params, carry, project(params, x))``.
 
 Composite cells (:func:`jrnn.stack`, :func:`jrnn.bidirectional`) instead supply
 ``sequence``, a whole-sequence runner that :func:`jrnn.unroll` calls directly.
+
+Cells whose recurrence is linear in the carry (:func:`jrnn.min_gru`,
+:func:`jrnn.min_lstm`, :func:`jrnn.lru`) also supply ``linear``, the
+coefficients of ``c_t = a_t ⊙ c_{t-1} + b_t`` for all steps at once, so that
+:func:`jrnn.unroll` can run them with ``jax.lax.associative_scan``, and, where
+the output is not the carry itself, ``readout``.
 """
 
 from __future__ import annotations
@@ -51,8 +57,20 @@ class Cell(NamedTuple):
       input row.
     sequence: optional whole-sequence runner
       ``(params, carry, xs, mask, reverse, unroll) -> (carry, hs)`` used by
-      composite layers; when given, :func:`jrnn.unroll` delegates to it.
+      composite layers; when given, :func:`jrnn.unroll` delegates to it,
+      passing ``scan=`` as a keyword too unless it is ``"sequential"``.
     name: a short name used in error messages.
+    linear: optional ``(params, xs) -> (a, b)`` for a cell whose recurrence is
+      linear in the carry, ``c_t = a_t ⊙ c_{t-1} + b_t`` elementwise, with
+      ``a_t, b_t`` depending on ``x_t`` only: ``a`` and ``b`` are pytrees shaped
+      like the carry with a leading ``[T]`` axis (``a`` may also broadcast over
+      it, e.g. ``[1, N]``). It may instead return :class:`LogCoefficients`
+      (``log a``, ``log b``, for ``a, b > 0``), which :func:`jrnn.unroll` runs as
+      a log-space scan. ``recur`` must compute the same recurrence one step at a
+      time, so that either algorithm gives the same result.
+    readout: optional ``(params, cs, xs) -> hs`` turning the carries of all
+      steps ``cs: [T, ...]`` into outputs ``[T, hidden_size]``, for linear cells
+      whose output is not the carry (the LRU); ``None`` means ``hs = cs``.
   """
 
   init: Callable[..., Params]
@@ -64,6 +82,21 @@ class Cell(NamedTuple):
   recur: Optional[Callable[[Params, Carry, jax.Array], tuple[Carry, jax.Array]]] = None
   sequence: Optional[Callable[..., tuple[Carry, jax.Array]]] = None
   name: str = "cell"
+  linear: Optional[Callable[[Params, jax.Array], tuple[Any, Any]]] = None
+  readout: Optional[Callable[[Params, Carry, jax.Array], jax.Array]] = None
+
+
+class LogCoefficients(NamedTuple):
+  """Coefficients of ``c_t = a_t ⊙ c_{t-1} + b_t`` given as ``log a`` and ``log b``.
+
+  Returned by a cell's ``linear`` to ask :func:`jrnn.unroll` for the log-space
+  scan (Heinsen, 2023): ``c_t = A_t c_0 + exp(log A_t + logcumsumexp(log b -
+  log A)_t)`` with ``log A_t = Σ_{k≤t} log a_k``, evaluated as an associative
+  scan in log space (``logaddexp``) for accuracy. Needs ``a, b > 0``.
+  """
+
+  log_a: Any
+  log_b: Any
 
 
 def params_dtype(params: Params) -> jnp.dtype:

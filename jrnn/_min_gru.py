@@ -1,0 +1,126 @@
+"""minGRU (Feng et al., 2024): a GRU whose gates see only the input, so it is linear in h."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jrnn import _cell
+from jrnn import _initializers
+
+
+class MinGRUParams(NamedTuple):
+  """Parameters of :func:`min_gru`; blocks in the order z, h̃.
+
+  Attributes:
+    wx: input weights ``[input_size, 2 * hidden_size]``.
+    b: bias ``[2 * hidden_size]``.
+  """
+
+  wx: jax.Array
+  b: jax.Array
+
+
+def g(x: jax.Array) -> jax.Array:
+  """``g(x) = x + 0.5`` for ``x >= 0``, ``σ(x)`` otherwise: positive, continuous, linear for large ``x``."""
+  return jnp.where(x >= 0, jax.nn.relu(x) + 0.5, jax.nn.sigmoid(x))
+
+
+def log_g(x: jax.Array) -> jax.Array:
+  """``log g(x)`` computed without forming ``g(x)`` (``-softplus(-x)`` on the negative side)."""
+  return jnp.where(x >= 0, jnp.log(jax.nn.relu(x) + 0.5), -jax.nn.softplus(-x))
+
+
+def min_gru(hidden_size: int, *, log_space: bool = False, dtype=jnp.float32) -> _cell.Cell:
+  """The minimal GRU, linear in its state so it can run as a parallel scan.
+
+  .. math::
+
+     z_t &= \\sigma(x_t W_{xz} + b_z) \\\\
+     \\tilde h_t &= x_t W_{xh} + b_h \\\\
+     h_t &= (1 - z_t) \\odot h_{t-1} + z_t \\odot \\tilde h_t
+
+  The gates depend on ``x_t`` only, so ``h_t = a_t ⊙ h_{t-1} + b_t`` with
+  ``a_t = 1 - z_t`` and ``b_t = z_t ⊙ h̃_t``: ``jrnn.unroll(...,
+  scan="associative")`` runs it as ``jax.lax.associative_scan``. The carry and
+  the output are ``h_t``, ``[hidden_size]``.
+
+  ``log_space=True`` is the paper's numerically stable variant: the candidate
+  is made positive, ``h̃_t = g(x_t W_{xh} + b_h)`` with ``g(x) = x + 0.5`` for
+  ``x ≥ 0`` and ``σ(x)`` otherwise, and the parallel scan runs in log space,
+  ``log a_t = -softplus(k_z)``, ``log b_t = -softplus(-k_z) + log g(k_h)``
+  (Heinsen, 2023; see :class:`jrnn.LogCoefficients`). The sequential path
+  computes the same model in the plain form. (The associative scan never
+  divides by a cumulative product, so the plain form is stable without logs
+  too; the log form is there for fidelity to the paper.)
+
+  Args:
+    hidden_size: size of ``h_t``.
+    log_space: use the positive candidate ``g`` and the log-space scan.
+    dtype: dtype of the parameters.
+
+  Returns:
+    A :class:`jrnn.Cell` whose params are :class:`MinGRUParams`, with
+    ``linear`` set.
+
+  Example::
+
+    cell = jrnn.min_gru(32)
+    params = cell.init(jax.random.key(0), 8)
+    carry, hs = jrnn.unroll(cell, params, jnp.ones((1000, 8)), scan="associative")   # hs: [1000, 32]
+
+  References:
+    Feng, Tung, Ahmed, Bengio & Hajimirsadeghi, "Were RNNs all we needed?",
+    arXiv:2410.01201 (2024).
+    Heinsen, "Efficient parallelization of a ubiquitous sequential computation",
+    arXiv:2311.06281 (2023).
+  """
+  name = "jrnn.min_gru"
+  hidden_size = _cell.check_hidden_size(hidden_size, name)
+  H = hidden_size
+  log_space = bool(log_space)
+
+  def init_fn(key, input_size):
+    input_size = _cell.check_input_size(input_size, name)
+    return MinGRUParams(_initializers.input_weights(key, input_size, H, 2, dtype), jnp.zeros((2 * H,), dtype))
+
+  def initial_carry(params):
+    return jnp.zeros((H,), _cell.params_dtype(params))
+
+  def project(params, xs):
+    return _cell.affine(xs, params.wx, params.b)
+
+  def coefficients(p):
+    z = jax.nn.sigmoid(p[..., :H])
+    cand = g(p[..., H:]) if log_space else p[..., H:]
+    return 1.0 - z, z * cand
+
+  def recur(params, h, p):
+    del params
+    a, b = coefficients(p)
+    h = a * h + b
+    return h, h
+
+  def linear(params, xs):
+    p = project(params, xs)
+    if not log_space:
+      return coefficients(p)
+    kz, kh = p[..., :H], p[..., H:]
+    return _cell.LogCoefficients(-jax.nn.softplus(kz), -jax.nn.softplus(-kz) + log_g(kh))
+
+  def input_size_fn(params):
+    return params.wx.shape[0]
+
+  return _cell.Cell(
+      init=init_fn,
+      initial_carry=initial_carry,
+      step=_cell.split_step(project, recur, input_size_fn, name),
+      hidden_size=H,
+      input_size=input_size_fn,
+      project=project,
+      recur=recur,
+      name=name,
+      linear=linear,
+  )

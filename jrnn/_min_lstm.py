@@ -1,0 +1,113 @@
+"""minLSTM (Feng et al., 2024): an LSTM reduced to input-only gates, linear in h."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jrnn import _cell
+from jrnn import _initializers
+from jrnn import _min_gru
+
+
+class MinLSTMParams(NamedTuple):
+  """Parameters of :func:`min_lstm`; blocks in the order f, i, h̃.
+
+  Attributes:
+    wx: input weights ``[input_size, 3 * hidden_size]``.
+    b: bias ``[3 * hidden_size]``.
+  """
+
+  wx: jax.Array
+  b: jax.Array
+
+
+def min_lstm(hidden_size: int, *, log_space: bool = False, dtype=jnp.float32) -> _cell.Cell:
+  """The minimal LSTM, with the paper's length-independent gate normalisation.
+
+  .. math::
+
+     f_t &= \\sigma(x_t W_{xf} + b_f), \\quad i_t = \\sigma(x_t W_{xi} + b_i) \\\\
+     f'_t &= \\frac{f_t}{f_t + i_t}, \\quad i'_t = \\frac{i_t}{f_t + i_t} \\\\
+     \\tilde h_t &= x_t W_{xh} + b_h \\\\
+     h_t &= f'_t \\odot h_{t-1} + i'_t \\odot \\tilde h_t
+
+  Linear in ``h`` (``a_t = f'_t``, ``b_t = i'_t ⊙ h̃_t``), so
+  ``jrnn.unroll(..., scan="associative")`` runs it as a parallel scan. There is
+  no separate cell state and no output gate: the carry and the output are
+  ``h_t``, ``[hidden_size]``.
+
+  ``log_space=True`` is the paper's stable variant: ``h̃_t = g(x_t W_{xh} +
+  b_h)`` (``g`` as in :func:`jrnn.min_gru`), and the scan runs in log space with
+  ``d = softplus(-k_f) - softplus(-k_i)``, ``log f'_t = -softplus(d)``,
+  ``log i'_t = -softplus(-d)`` (Heinsen, 2023).
+
+  Args:
+    hidden_size: size of ``h_t``.
+    log_space: use the positive candidate ``g`` and the log-space scan.
+    dtype: dtype of the parameters.
+
+  Returns:
+    A :class:`jrnn.Cell` whose params are :class:`MinLSTMParams`, with
+    ``linear`` set.
+
+  Example::
+
+    cell = jrnn.min_lstm(32)
+    params = cell.init(jax.random.key(0), 8)
+    carry, hs = jrnn.unroll(cell, params, jnp.ones((1000, 8)), scan="associative")   # hs: [1000, 32]
+
+  References:
+    Feng, Tung, Ahmed, Bengio & Hajimirsadeghi, "Were RNNs all we needed?",
+    arXiv:2410.01201 (2024).
+  """
+  name = "jrnn.min_lstm"
+  hidden_size = _cell.check_hidden_size(hidden_size, name)
+  H = hidden_size
+  log_space = bool(log_space)
+
+  def init_fn(key, input_size):
+    input_size = _cell.check_input_size(input_size, name)
+    return MinLSTMParams(_initializers.input_weights(key, input_size, H, 3, dtype), jnp.zeros((3 * H,), dtype))
+
+  def initial_carry(params):
+    return jnp.zeros((H,), _cell.params_dtype(params))
+
+  def project(params, xs):
+    return _cell.affine(xs, params.wx, params.b)
+
+  def coefficients(p):
+    f = jax.nn.sigmoid(p[..., :H])
+    i = jax.nn.sigmoid(p[..., H:2 * H])
+    cand = _min_gru.g(p[..., 2 * H:]) if log_space else p[..., 2 * H:]
+    return f / (f + i), i / (f + i) * cand
+
+  def recur(params, h, p):
+    del params
+    a, b = coefficients(p)
+    h = a * h + b
+    return h, h
+
+  def linear(params, xs):
+    p = project(params, xs)
+    if not log_space:
+      return coefficients(p)
+    d = jax.nn.softplus(-p[..., :H]) - jax.nn.softplus(-p[..., H:2 * H])
+    return _cell.LogCoefficients(-jax.nn.softplus(d), -jax.nn.softplus(-d) + _min_gru.log_g(p[..., 2 * H:]))
+
+  def input_size_fn(params):
+    return params.wx.shape[0]
+
+  return _cell.Cell(
+      init=init_fn,
+      initial_carry=initial_carry,
+      step=_cell.split_step(project, recur, input_size_fn, name),
+      hidden_size=H,
+      input_size=input_size_fn,
+      project=project,
+      recur=recur,
+      name=name,
+      linear=linear,
+  )
