@@ -1,15 +1,30 @@
 """Test configuration, in equinox's manner: strict dtype and rank promotion everywhere.
 
 Implicit promotions (float32 + float64, [T] + [T, H]) raise inside every test, so
-the library cannot rely on them silently. Tests that compare with references in
-float64 use the ``x64`` fixture, which turns on ``jax_enable_x64`` for that test.
+jrnn cannot rely on them silently. Tests that run third-party code which needs
+standard promotion (optax's Adam computes ``b1 ** count`` with an int32 count)
+say so with ``@pytest.mark.standard_promotion``.
+
+Tests that compare with references in float64 use the ``x64`` fixture, which
+turns on ``jax_enable_x64`` for that test only.
 """
 
 import jax
 import pytest
 
-jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "standard_promotion: run with jax_numpy_dtype_promotion='standard' (third-party code needs it)")
+
+
+@pytest.fixture(autouse=True)
+def _strict_dtype_promotion(request):
+  mode = "standard" if request.node.get_closest_marker("standard_promotion") else "strict"
+  with jax.numpy_dtype_promotion(mode):
+    yield
 
 
 @pytest.fixture
