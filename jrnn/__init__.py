@@ -7,6 +7,8 @@ from ``jax.vmap``.
 """
 
 from jrnn import losses as losses
+from jrnn import tasks as tasks
+from jrnn import train as train
 from jrnn._bidirectional import BidirectionalCarry as BidirectionalCarry
 from jrnn._bidirectional import BidirectionalParams as BidirectionalParams
 from jrnn._bidirectional import bidirectional as bidirectional
@@ -53,5 +55,7 @@ __all__ = (
     "many_to_one",
     "one_to_many",
     "stack",
+    "tasks",
+    "train",
     "unroll",
 )
