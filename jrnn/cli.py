@@ -149,7 +149,7 @@ def _write_outputs(directory, history, exp, config):
 
   fig, ax = plt.subplots(figsize=(7, 4))
   ax.plot(history["step"], history["loss"], lw=0.8, alpha=0.6, label="training loss")
-  if history.get("eval_step"):
+  if len(history.get("eval_step", ())):
     ax.plot(history["eval_step"], history[f"eval_{exp.metric}"], "o-", label=exp.metric)
   for (name, value), style in zip(exp.baselines.items(), ("--", ":", "-.")):
     ax.axhline(value, ls=style, color="gray", label=f"baseline: {name} ({value:.3f})")

@@ -163,7 +163,8 @@ def fit(step: Callable[..., tuple], params: Any, opt_state: Any, batch_fn: Calla
         steps: int, start_step: int = 0, carry: Any = None,
         eval_fn: Optional[Callable[[Any], dict]] = None, eval_every: int = 0,
         save_fn: Optional[Callable[[int, Any, Any, Any], None]] = None, save_every: int = 0,
-        max_skipped: int = 10, progress: bool = True, desc: str = "train") -> FitResult:
+        max_skipped: int = 10, progress: bool = True, verbose: bool = True,
+        desc: str = "train") -> FitResult:
   """Runs ``step`` from ``start_step`` up to ``steps``, with a progress bar.
 
   Args:
@@ -186,6 +187,7 @@ def fit(step: Callable[..., tuple], params: Any, opt_state: Any, batch_fn: Calla
     max_skipped: with a step that skips non-finite updates, raise after this
       many consecutive skips.
     progress: show a tqdm progress bar (on stderr) with the loss and steps/s.
+    verbose: print a line with each evaluation's results.
     desc: the progress bar's label.
 
   Returns:
@@ -213,7 +215,7 @@ def fit(step: Callable[..., tuple], params: Any, opt_state: Any, batch_fn: Calla
     evals["eval_step"].append(i)
     for k, v in values.items():
       evals.setdefault(f"eval_{k}", []).append(v)
-    if progress:
+    if verbose:
       bar.write(f"step {i}: " + "  ".join(f"{k} {v:.4f}" for k, v in values.items()))
 
   start = time.perf_counter()

@@ -23,6 +23,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -54,6 +55,11 @@ def adding(key: jax.Array, batch_size: int, length: int, dtype=jnp.float32) -> A
     raise ValueError(f"jrnn.tasks.adding: length must be an int >= 2 (one marker per half), got {length!r}.")
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"jrnn.tasks.adding: batch_size must be a positive int, got {batch_size!r}.")
+  return _draw(key, batch_size, length, jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _draw(key, batch_size, length, dtype):
   kv, k1, k2 = jax.random.split(key, 3)
   half = length // 2
   values = jax.random.uniform(kv, (batch_size, length), dtype)

@@ -25,6 +25,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -62,9 +63,16 @@ def copy(key: jax.Array, batch_size: int, blanks: int, dtype=jnp.float32) -> Cop
     raise ValueError(f"jrnn.tasks.copy: blanks (T) must be a positive int, got {blanks!r}.")
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"jrnn.tasks.copy: batch_size must be a positive int, got {batch_size!r}.")
+  return _draw(key, batch_size, blanks, jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _draw(key, batch_size, blanks, dtype):
   symbols = jax.random.randint(key, (batch_size, COPY_LENGTH), 1, COPY_SYMBOLS + 1, dtype=jnp.int32)
+
   def blank(n):
     return jnp.full((batch_size, n), BLANK, jnp.int32)
+
   delim = jnp.full((batch_size, 1), DELIMITER, jnp.int32)
   tokens = jnp.concatenate([symbols, blank(blanks - 1), delim, blank(COPY_LENGTH)], axis=1)
   labels = jnp.concatenate([blank(blanks + COPY_LENGTH), symbols], axis=1)
