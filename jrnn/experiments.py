@@ -50,11 +50,11 @@ TASKS = ("dogs", "adding", "copy", "chars", "sunspots")
 DEFAULTS = {
     "dogs": dict(cell="elman", hidden=3, steps=300, batch=1, lr=0.05, optimizer="adam", seq_len=3,
                  clip_norm=None, eval_every=100),
-    "adding": dict(cell="lstm", hidden=64, steps=2000, batch=64, lr=0.01, optimizer="adam", seq_len=100,
+    "adding": dict(cell="lstm", hidden=64, steps=1500, batch=64, lr=0.01, optimizer="adam", seq_len=100,
                    clip_norm=1.0, eval_every=100),
     "copy": dict(cell="lstm", hidden=64, steps=2000, batch=32, lr=0.005, optimizer="adam", seq_len=10,
                  clip_norm=1.0, eval_every=200),
-    "chars": dict(cell="lstm", hidden=256, steps=2000, batch=32, lr=0.003, optimizer="adam", seq_len=64,
+    "chars": dict(cell="lstm", hidden=256, steps=2000, batch=32, lr=0.005, optimizer="adam", seq_len=32,
                   clip_norm=1.0, eval_every=200),
     "sunspots": dict(cell="lstm", hidden=32, steps=500, batch=32, lr=0.01, optimizer="adam", seq_len=20,
                      clip_norm=1.0, eval_every=100),
