@@ -74,7 +74,7 @@ def _optimizer(config):
   return (optax.adam if config["optimizer"] == "adam" else optax.sgd)(config["lr"])
 
 
-def _setup(config):
+def setup_run(config):
   """Experiment, fresh TrainState, jitted step and optimizer for a resolved config."""
   import jax
 
@@ -133,7 +133,7 @@ def _resolve_train_config(args):
   return config, directory
 
 
-def _write_outputs(directory, history, exp, config):
+def write_outputs(directory, history, exp, config):
   """``history.json`` and ``loss.png`` beside the checkpoints (each written to a temp file, then renamed)."""
   import matplotlib
 
@@ -206,7 +206,7 @@ def cmd_train(args) -> int:
 
   config, directory = _resolve_train_config(args)
   try:
-    exp, state, step = _setup(config)
+    exp, state, step = setup_run(config)
   except experiments.ConfigError as e:
     raise UsageError(str(e)) from None
   previous = {}
@@ -231,7 +231,10 @@ def cmd_train(args) -> int:
                     eval_every=config["eval_every"], save_fn=save, save_every=save_every,
                     progress=not args.no_progress, desc=f"{config['task']} {model}")
   except train.NonFiniteLossError as e:
-    print(f"jrnn: error: {e}", file=sys.stderr)
+    last = checkpoint.latest_step(directory)
+    kept = f"the last checkpoint (step {last}) is kept" if last is not None else "no checkpoint was written"
+    print(f"jrnn: error: training diverged: loss {e.loss} (gradient norm {e.grad_norm}) at step {e.step}; "
+          f"{kept}. Try a smaller --lr or --clip-norm.", file=sys.stderr)
     return 1
   elapsed = time.perf_counter() - start
   final = exp.evaluate(out.params, True)
@@ -243,7 +246,7 @@ def cmd_train(args) -> int:
                           300, jax.random.key(config["seed"]), temperature=0.8)
     print("sample (temperature 0.8):\n" + text)
   history[f"final_{exp.metric}"] = [final[exp.metric]]
-  _write_outputs(directory, history, exp, config)
+  write_outputs(directory, history, exp, config)
   print(f"wrote {os.path.join(directory, 'loss.png')} and history.json")
   return 0
 
@@ -272,7 +275,7 @@ def cmd_generate(args) -> int:
   missing = sorted(set(args.prime) - set(vocab))
   if missing:
     raise UsageError(f"--prime has characters not in the model's vocabulary: {''.join(missing)!r}.")
-  exp, state, _ = _setup(config)
+  exp, state, _ = setup_run(config)
   state = checkpoint.restore(args.checkpoint_dir, state)
   text = chars.generate(exp.cell, state.params.cell, exp.head, state.params.head, vocab, args.prime,
                         args.length, jax.random.key(args.seed), temperature=args.temperature)

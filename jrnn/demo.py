@@ -4,7 +4,7 @@ The default demo trains an LSTM(256) on the text of ``pydoc_data.topics``
 (~465k characters that ship with Python) by truncated BPTT with Adam, shows a
 progress bar, prints the validation loss beside the uniform (ln |V|) and bigram
 baselines, prints a sample, and leaves ``loss.png`` and ``history.json`` in
-``--out`` (default ``demo-output/``). ``--task dogs`` runs the seeds' original
+``--out`` (default ``demo_out/``). ``--task dogs`` runs the seeds' original
 "d-o-g -> s" demo instead.
 """
 
@@ -81,7 +81,7 @@ def chars_demo(steps: int, seed: int, hidden: int, out: str, progress: bool = Tr
   config = experiments.resolve({"task": "chars", "cell": "lstm", "hidden": hidden, "steps": steps,
                                 "batch": CHARS_BATCH, "seq_len": CHARS_SEQ_LEN, "lr": CHARS_LR,
                                 "seed": seed, "eval_every": max(1, steps // 5)})
-  exp, state, step = cli._setup(config)
+  exp, state, step = cli.setup_run(config)
   print(f"jrnn demo: LSTM({hidden}) learns the text of Python's pydoc_data.topics one character at a time")
   print(f"vocabulary {len(exp.metadata['vocab'])} characters; truncated BPTT over {config['batch']} streams, "
         f"windows of {config['seq_len']}, Adam lr={config['lr']}, {steps} steps")
@@ -100,7 +100,7 @@ def chars_demo(steps: int, seed: int, hidden: int, out: str, progress: bool = Tr
   os.makedirs(out, exist_ok=True)
   history = dict(result.history)
   history["final_valid_loss"] = [final["valid_loss"]]
-  cli._write_outputs(out, history, exp, config)
+  cli.write_outputs(out, history, exp, config)
   print(f"wrote {os.path.join(out, 'loss.png')} and {os.path.join(out, 'history.json')}")
   return {"seconds": elapsed, **final}
 
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
   parser.add_argument("--steps", type=int, default=None, help=f"default: {CHARS_STEPS} (chars), 300 (dogs)")
   parser.add_argument("--hidden", type=int, default=CHARS_HIDDEN, help="LSTM size for chars")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--out", default="demo-output", help="where loss.png and history.json go (chars)")
+  parser.add_argument("--out", default="demo_out", help="where loss.png and history.json go (chars)")
   parser.add_argument("--no-progress", action="store_true")
   args = parser.parse_args(argv)
   steps = args.steps if args.steps is not None else (CHARS_STEPS if args.task == "chars" else 300)

@@ -46,7 +46,8 @@ from jrnn.tasks.dogs import dogs as dogs_data
 CELLS = {"elman": _elman.elman, "gru": _gru.gru, "lstm": _lstm.lstm}
 TASKS = ("dogs", "adding", "copy", "chars", "sunspots")
 
-# Defaults per task. adding: reaches test MSE < 0.01 at T = 100 (measured; see the README of the CLI).
+# Defaults per task (measured on 2 shared CPU cores): adding reaches test MSE < 0.01 at T = 100 by step
+# ~500 (1500 leave a margin); chars beats the bigram baseline by step ~200.
 DEFAULTS = {
     "dogs": dict(cell="elman", hidden=3, steps=300, batch=1, lr=0.05, optimizer="adam", seq_len=3,
                  clip_norm=None, eval_every=100),

@@ -72,12 +72,14 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced a non-finite loss or gradient.
 
   ``params``, ``opt_state`` and ``carry`` hold the last state before the bad
-  step; ``step`` is the number of that step (0-based).
+  step; ``step`` is the number of that step (0-based); ``loss`` and
+  ``grad_norm`` are what it computed.
   """
 
-  def __init__(self, message, *, step, params, opt_state, carry=None):
+  def __init__(self, message, *, step, loss, grad_norm, params, opt_state, carry=None):
     super().__init__(message)
-    self.step, self.params, self.opt_state, self.carry = step, params, opt_state, carry
+    self.step, self.loss, self.grad_norm = step, loss, grad_norm
+    self.params, self.opt_state, self.carry = params, opt_state, carry
 
 
 def _global_norm(tree):
@@ -198,7 +200,7 @@ def fit(step: Callable[..., tuple], params: Any, opt_state: Any, batch_fn: Calla
       step did not skip it), or after ``max_skipped`` consecutive skips. The
       error carries the last finite state.
   """
-  from tqdm.auto import tqdm
+  from tqdm import tqdm
 
   _check_positive("steps", steps)
   _check_positive("start_step", start_step, allow_zero=True)
@@ -233,11 +235,12 @@ def fit(step: Callable[..., tuple], params: Any, opt_state: Any, batch_fn: Calla
       consecutive_skips = consecutive_skips + 1 if skipped else 0
       if (not finite and not skipped) or consecutive_skips > max_skipped:
         why = (f"{consecutive_skips} consecutive steps were skipped as non-finite" if skipped
-               else "the update would have made the params non-finite")
+               else "the update was not applied")
         raise NonFiniteLossError(
             f"jrnn.train.fit: non-finite loss {float(loss)} (gradient norm {float(grad_norm)}) at step {i}; "
             f"{why}. Try a smaller learning rate, clip_norm, or skip_nonfinite=True. The error's .params "
-            "hold the last finite state.", step=i, params=params, opt_state=opt_state, carry=carry)
+            "hold the last finite state.", step=i, loss=float(loss), grad_norm=float(grad_norm),
+            params=params, opt_state=opt_state, carry=carry)
       params, opt_state = new_params, new_opt_state
       if stateful and not skipped:
         carry = new_carry

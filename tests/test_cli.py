@@ -20,7 +20,7 @@ ADDING = ["train", "--task", "adding", "--hidden", "6", "--batch", "8", "--seq-l
 
 def _params(directory, step=None):
   config = checkpoint.read_metadata(directory, step)["config"]
-  _, state, _ = cli._setup(config)
+  _, state, _ = cli.setup_run(config)
   return checkpoint.restore(directory, state, step=step)
 
 
@@ -108,6 +108,16 @@ def test_impossible_combinations_exit_2(adding_run, tmp_path, capsys, monkeypatc
   monkeypatch.setitem(sys.modules, "statsmodels.datasets", None)  # as if statsmodels were not installed
   _bad(["train", "--task", "sunspots", "--checkpoint-dir", str(tmp_path / "sun")], capsys,
        "pip install 'jrnn[data]'")
+
+
+def test_divergence_is_one_line_and_exit_1(tmp_path, capsys):
+  d = str(tmp_path / "nan")
+  argv = ["train", "--task", "adding", "--hidden", "6", "--batch", "8", "--seq-len", "6", "--optimizer", "sgd",
+          "--lr", "1e30", "--steps", "10", "--checkpoint-dir", d, "--no-progress"]
+  assert cli.main(argv) == 1
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "training diverged: loss inf" in err and "no checkpoint was written" in err
+  assert checkpoint.latest_step(d) is None
 
 
 def test_python_dash_m_jrnn(tmp_path):
