@@ -199,6 +199,14 @@ def fit(step: Callable[..., tuple], params: Any, opt_state: Any, batch_fn: Calla
     NonFiniteLossError: if a step's loss or gradient is not finite (and the
       step did not skip it), or after ``max_skipped`` consecutive skips. The
       error carries the last finite state.
+
+  Example::
+
+    step = jax.jit(jrnn.train.make_step(loss_fn, optimizer, clip_norm=1.0))
+    batch_fn = lambda i: jrnn.tasks.adding(jax.random.fold_in(key, i), 64, 100)
+    result = jrnn.train.fit(step, params, optimizer.init(params), batch_fn, steps=1000,
+                            eval_fn=lambda p: {"loss": loss_fn(p, test)}, eval_every=100)
+    result.history["loss"]   # numpy [1000]
   """
   from tqdm import tqdm
 
