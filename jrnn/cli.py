@@ -217,7 +217,7 @@ def cmd_train(args) -> int:
   model = f"{config['cell']}({config['hidden']})"
   print(f"jrnn train: {model} on {config['task']}, {config['optimizer']} lr={config['lr']}, "
         f"batch {config['batch']}, seq-len {config['seq_len']}, steps {state.step}->{config['steps']}")
-  print("baselines: " + ", ".join(f"{k} {v:.4f}" for k, v in exp.baselines.items()))
+  print("baselines: " + ", ".join(f"{k} {v:.4f}" for k, v in exp.baselines.items()), flush=True)
   save_every = args.save_every or config["eval_every"]
 
   def save(i, params, opt_state, carry):
@@ -299,8 +299,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except KeyboardInterrupt:
     print("jrnn: interrupted; resume from the last checkpoint with --resume", file=sys.stderr)
     return 130
-
-
-def entry() -> None:
-  """Console-script entry point."""
-  sys.exit(main())

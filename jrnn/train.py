@@ -30,6 +30,7 @@ References:
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -227,6 +228,7 @@ def fit(step: Callable[..., tuple], params: Any, opt_state: Any, batch_fn: Calla
       evals.setdefault(f"eval_{k}", []).append(v)
     if verbose:
       bar.write(f"step {i}: " + "  ".join(f"{k} {v:.4f}" for k, v in values.items()))
+      sys.stdout.flush()  # so that a log file follows the run
 
   start = time.perf_counter()
   consecutive_skips = 0
