@@ -87,8 +87,8 @@ def setup_run(config):
   params = exp.init(k_init)
   opt = _optimizer(config)
   stateful = exp.initial_carry is not None
-  carry = exp.initial_carry(params) if stateful else None
-  state = checkpoint.TrainState(0, params, opt.init(params), k_data, carry)
+  carry = jax.jit(exp.initial_carry)(params) if stateful else None
+  state = checkpoint.TrainState(0, params, jax.jit(opt.init)(params), k_data, carry)  # jit: one compilation
   step = jax.jit(train.make_step(exp.loss_fn, opt, clip_norm=config["clip_norm"], has_aux=stateful))
   return exp, state, step
 
@@ -124,7 +124,6 @@ def _resolve_train_config(args):
     if last is not None:
       raise UsageError(f"{directory} already has a checkpoint (step {last}); pass --resume to continue it "
                        "or choose another --checkpoint-dir.")
-    given["seed"] = 0 if given["seed"] is None else given["seed"]
     config = given
   try:
     config = experiments.resolve(config)

@@ -113,10 +113,12 @@ def resolve(config: dict) -> dict:
   task = config.get("task")
   if task not in DEFAULTS:
     raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}.")
-  out = dict(DEFAULTS[task])
+  out = dict(DEFAULTS[task], seed=0)
   out.update({k: v for k, v in config.items() if v is not None})
   if out["cell"] not in CELLS:
     raise ConfigError(f"unknown cell {out['cell']!r}; choose one of {', '.join(CELLS)}.")
+  if isinstance(out["seed"], bool) or not isinstance(out["seed"], int) or out["seed"] < 0:
+    raise ConfigError(f"--seed must be a non-negative integer, got {out['seed']!r}.")
   for name in ("hidden", "steps", "batch", "seq_len", "eval_every"):
     if isinstance(out[name], bool) or not isinstance(out[name], int) or out[name] < 1:
       raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {out[name]!r}.")
@@ -135,6 +137,7 @@ def _model(config, input_size, output_size):
   cell = CELLS[config["cell"]](config["hidden"])
   head = _linear.linear(output_size)
 
+  @jax.jit  # one compilation instead of one per initializer op
   def init(key):
     kc, kh = jax.random.split(key)
     return ModelParams(cell.init(kc, input_size), head.init(kh, config["hidden"]))
