@@ -299,4 +299,9 @@ _BUILDERS = {"dogs": _dogs, "adding": _adding, "copy": _copy, "chars": _chars, "
 
 def build(config: dict, key: jax.Array) -> Experiment:
   """The :class:`Experiment` for a resolved ``config`` (see :func:`resolve`); ``key`` draws the data."""
-  return _BUILDERS[config["task"]](config, key)
+  try:
+    return _BUILDERS[config["task"]](config, key)
+  except ConfigError:
+    raise
+  except ValueError as e:  # a task's own check (too few tokens for the batch, ...)
+    raise ConfigError(str(e)) from None

@@ -89,6 +89,8 @@ def _bad(argv, capsys, match):
     (["train", "--task", "adding", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
     (["train"], "required: --task"),
     (["fly"], "invalid choice: 'fly'"),
+    (["train", "--task", "adding", "--seed", "-1"], "--seed must be a non-negative integer"),
+    (["train", "--task", "chars", "--batch", "1000000"], "too few for 1000000 streams"),
 ])
 def test_bad_flags_exit_2_with_one_line(argv, match, capsys):
   _bad(argv, capsys, match)

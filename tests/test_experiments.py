@@ -13,7 +13,6 @@ pytestmark = pytest.mark.standard_promotion  # optax's Adam is not strict-promot
 
 TINY = {
     "dogs": dict(hidden=3, batch=1, seq_len=3, lr=0.05),
-    "adding": dict(hidden=8, batch=16, seq_len=10, lr=0.01),
     "copy": dict(hidden=16, batch=16, seq_len=3, lr=0.01),
     "chars": dict(hidden=32, batch=8, seq_len=16, lr=0.01),
     "sunspots": dict(hidden=8, batch=16, seq_len=10, lr=0.01),
@@ -31,7 +30,8 @@ def _train(config, steps, key=jax.random.key(0)):
   return exp, params, opt, step, (exp.initial_carry(params) if stateful else None)
 
 
-@pytest.mark.parametrize("task", experiments.TASKS)
+# adding is left out here: test_lstm_solves_the_adding_problem_at_t30 asks much more of it.
+@pytest.mark.parametrize("task", [t for t in experiments.TASKS if t != "adding"])
 def test_metric_falls_on_every_task(task):
   if task == "sunspots":
     pytest.importorskip("statsmodels")
