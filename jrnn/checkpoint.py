@@ -112,6 +112,12 @@ def _tree(state):
   return tree
 
 
+def _signature(tree):
+  """``[[path, shape, dtype], ...]`` of every leaf: what a restore target must match."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return [[jax.tree_util.keystr(path), list(np.shape(x)), str(jax.numpy.result_type(x))] for path, x in leaves]
+
+
 def save(directory: str, state: TrainState, *, metadata: Optional[dict] = None, keep: int = 2) -> str:
   """Saves ``state`` as ``directory/step_<state.step>``, atomically.
 
@@ -150,7 +156,7 @@ def save(directory: str, state: TrainState, *, metadata: Optional[dict] = None, 
     finally:
       checkpointer.close()
     meta = {"format": FORMAT, "step": step, "has_carry": state.carry is not None,
-            "metadata": {} if metadata is None else metadata}
+            "leaves": _signature(_tree(state)), "metadata": {} if metadata is None else metadata}
     _write_json(os.path.join(tmp, "meta.json"), meta)
     _write_json(os.path.join(tmp, "MANIFEST.json"), {f: _sha256(os.path.join(tmp, f)) for f in _files(tmp)})
     if os.path.exists(final):  # re-saving a step: swap, so that one of the two is always complete
@@ -250,6 +256,14 @@ def restore(directory: str, like: TrainState, *, step: Optional[int] = None) -> 
     raise CheckpointError(f"checkpoint {path} {'has' if meta['has_carry'] else 'has no'} recurrent carry, "
                           f"but the state to restore into {'has none' if like.carry is None else 'has one'} "
                           "(stateful and stateless runs cannot resume each other).")
+  # Compare shapes and dtypes before orbax reads anything: a failed orbax restore
+  # gives a less useful message and leaves callbacks behind on a closed event loop.
+  want, saved = _signature(_tree(like)), meta["leaves"]
+  mismatch = next(((w, g) for w, g in zip(want, saved) if w != g), None)
+  if mismatch is not None or len(want) != len(saved):
+    w, g = mismatch or (f"{len(want)} leaves", f"{len(saved)} leaves")
+    raise CheckpointError(f"checkpoint {path} does not fit the model being restored: it has {g} where the "
+                          f"model has {w}; was it saved with another task, cell or size?")
   target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jax.numpy.result_type(x)),
                                   _tree(like))
   checkpointer = ocp.StandardCheckpointer()
@@ -257,9 +271,7 @@ def restore(directory: str, like: TrainState, *, step: Optional[int] = None) -> 
     tree = checkpointer.restore(os.path.join(path, "state"), target)
   except Exception as e:
     first_line = (str(e).splitlines() or [""])[0][:300]
-    raise CheckpointError(f"checkpoint {path} does not fit the model being restored "
-                          f"({type(e).__name__}: {first_line}); "
-                          "was it saved with another task, cell or size?") from e
+    raise CheckpointError(f"checkpoint {path} could not be read ({type(e).__name__}: {first_line}).") from e
   finally:
     checkpointer.close()
   key = jax.random.wrap_key_data(tree["key"], impl=jax.random.key_impl(like.key))

@@ -125,7 +125,9 @@ def test_wrong_model_is_a_clear_error(tmp_path):
   checkpoint.save(tmp_path, state._replace(step=1))
   cell = jrnn.gru(7)
   other = state._replace(params=(cell.init(jax.random.key(0), 2), state.params[1]))
-  with pytest.raises(checkpoint.CheckpointError, match="does not fit the model"):
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"does not fit the model being restored: it has .*wx.*\[2, 18\].* where the model has "
+                           r".*wx.*\[2, 21\]"):
     checkpoint.restore(tmp_path, other._replace(opt_state=optax.adam(0.01).init(other.params)))
 
 
