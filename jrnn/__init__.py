@@ -10,6 +10,8 @@ from jrnn import bptt as bptt
 from jrnn import diagnostics as diagnostics
 from jrnn import interop as interop
 from jrnn import losses as losses
+from jrnn import tasks as tasks
+from jrnn import train as train
 from jrnn._bidirectional import BidirectionalCarry as BidirectionalCarry
 from jrnn._bidirectional import BidirectionalParams as BidirectionalParams
 from jrnn._bidirectional import bidirectional as bidirectional
@@ -85,5 +87,7 @@ __all__ = (
     "min_lstm",
     "one_to_many",
     "stack",
+    "tasks",
+    "train",
     "unroll",
 )

@@ -9,10 +9,23 @@ Tests that compare with references in float64 use the ``x64`` fixture, which
 turns on ``jax_enable_x64`` for that test only.
 """
 
+import atexit
+import shutil
+import tempfile
+
 import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# Tests that build the same model twice (a run and its resume, the CLI called
+# again) compile identical programs; a per-process persistent compilation cache
+# compiles each once. It only changes speed, never results.
+_CACHE = tempfile.mkdtemp(prefix="jrnn-test-jax-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def pytest_configure(config):

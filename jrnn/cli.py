@@ -1,0 +1,300 @@
+"""The ``jrnn`` command: train a recurrent net on a task, resume it, sample from it.
+
+::
+
+  jrnn train --task adding --cell lstm                  # the task's defaults
+  jrnn train --task chars --steps 2000 --checkpoint-dir runs/chars
+  jrnn train --task chars --steps 4000 --checkpoint-dir runs/chars --resume
+  jrnn generate --checkpoint-dir runs/chars --prime "def " --length 300 --temperature 0.8
+
+``train`` prints a progress bar and the evaluations, then the final metric
+beside the task's baselines (and, for ``chars``, a sample); it leaves
+``history.json`` and ``loss.png`` beside the checkpoints. ``--steps`` is the
+total: ``--resume`` trains from the last checkpoint up to it. Bad flags and
+impossible combinations print one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+_CONFIG_FLAGS = ("task", "cell", "hidden", "batch", "lr", "optimizer", "seq_len", "seed", "clip_norm")
+
+
+class UsageError(Exception):
+  """Bad command-line input: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):
+    raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+  from jrnn import experiments
+
+  parser = _Parser(prog="jrnn", description="Train and sample recurrent neural networks written in JAX.")
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+  t = sub.add_parser("train", help="train a model on a task (defaults depend on the task)")
+  t.add_argument("--task", required=True, choices=experiments.TASKS)
+  t.add_argument("--cell", choices=sorted(experiments.CELLS))
+  t.add_argument("--hidden", type=int, help="hidden size")
+  t.add_argument("--steps", type=int, help="total number of optimizer steps")
+  t.add_argument("--batch", type=int, help="sequences per step")
+  t.add_argument("--lr", type=float, help="learning rate")
+  t.add_argument("--optimizer", choices=("sgd", "adam"))
+  t.add_argument("--seq-len", type=int, help="sequence length (adding: T; copy: blanks T; chars: TBPTT window; "
+                 "sunspots: window of years)")
+  t.add_argument("--clip-norm", type=float, help="clip gradients to this global norm")
+  t.add_argument("--seed", type=int, help="seed of the initial params and the data (default 0)")
+  t.add_argument("--checkpoint-dir", help="where checkpoints, history.json and loss.png go "
+                 "(default runs/TASK)")
+  t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")
+  t.add_argument("--eval-every", type=int, help="evaluate every N steps")
+  t.add_argument("--save-every", type=int, help="checkpoint every N steps (default: at each evaluation)")
+  t.add_argument("--no-progress", action="store_true", help="no progress bar")
+  g = sub.add_parser("generate", help="sample text from a chars checkpoint")
+  g.add_argument("--checkpoint-dir", required=True)
+  g.add_argument("--prime", default="\n", help="text the model reads first (default: a newline)")
+  g.add_argument("--length", type=int, default=300)
+  g.add_argument("--temperature", type=float, default=1.0)
+  g.add_argument("--seed", type=int, default=0)
+  return parser
+
+
+def _optimizer(config):
+  import optax
+
+  return (optax.adam if config["optimizer"] == "adam" else optax.sgd)(config["lr"])
+
+
+def setup_run(config):
+  """Experiment, fresh TrainState, jitted step and optimizer for a resolved config."""
+  import jax
+
+  from jrnn import checkpoint
+  from jrnn import experiments
+  from jrnn import train
+
+  k_init, k_data = jax.random.split(jax.random.key(config["seed"]))
+  exp = experiments.build(config, k_data)
+  params = exp.init(k_init)
+  opt = _optimizer(config)
+  stateful = exp.initial_carry is not None
+  carry = jax.jit(exp.initial_carry)(params) if stateful else None
+  state = checkpoint.TrainState(0, params, jax.jit(opt.init)(params), k_data, carry)  # jit: one compilation
+  step = jax.jit(train.make_step(exp.loss_fn, opt, clip_norm=config["clip_norm"], has_aux=stateful))
+  return exp, state, step
+
+
+def _resolve_train_config(args):
+  from jrnn import checkpoint
+  from jrnn import experiments
+
+  given = {k: getattr(args, k) for k in _CONFIG_FLAGS}
+  given.update(steps=args.steps, eval_every=args.eval_every)
+  if args.save_every is not None and args.save_every < 1:
+    raise UsageError(f"--save-every must be a positive integer, got {args.save_every}.")
+  directory = args.checkpoint_dir or os.path.join("runs", args.task)
+  last = checkpoint.latest_step(directory)
+  if args.resume:
+    if last is None:
+      raise UsageError(f"--resume: no checkpoint to resume in {directory}.")
+    try:
+      saved = checkpoint.read_metadata(directory)["config"]
+    except (checkpoint.CheckpointError, KeyError) as e:
+      raise UsageError(f"--resume: cannot read the checkpoint in {directory}: {e}") from None
+    for k in _CONFIG_FLAGS:
+      if given[k] is not None and given[k] != saved[k]:
+        flag = "--" + k.replace("_", "-")
+        raise UsageError(f"--resume: {flag} {given[k]} differs from the checkpoint's {saved[k]} "
+                         f"(leave {flag} out to keep it).")
+    config = dict(saved)
+    config.update({k: v for k, v in given.items() if k in ("steps", "eval_every") and v is not None})
+    if config["steps"] <= last:
+      raise UsageError(f"--resume: the checkpoint in {directory} is already at step {last}; "
+                       f"pass --steps larger than {last}.")
+  else:
+    if last is not None:
+      raise UsageError(f"{directory} already has a checkpoint (step {last}); pass --resume to continue it "
+                       "or choose another --checkpoint-dir.")
+    config = given
+  try:
+    config = experiments.resolve(config)
+  except experiments.ConfigError as e:
+    raise UsageError(str(e)) from None
+  return config, directory
+
+
+def write_outputs(directory, history, exp, config):
+  """``history.json`` and ``loss.png`` beside the checkpoints (each written to a temp file, then renamed)."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  payload = {"config": config, "baselines": exp.baselines, "metric": exp.metric,
+             **{k: [v.item() if hasattr(v, "item") else v for v in vals] for k, vals in history.items()}}
+  tmp = os.path.join(directory, ".history.json.tmp")
+  with open(tmp, "w") as f:
+    json.dump(payload, f)
+  os.replace(tmp, os.path.join(directory, "history.json"))
+
+  fig, ax = plt.subplots(figsize=(7, 4))
+  ax.plot(history["step"], history["loss"], lw=0.8, alpha=0.6, label="training loss")
+  if len(history.get("eval_step", ())):
+    ax.plot(history["eval_step"], history[f"eval_{exp.metric}"], "o-", label=exp.metric)
+  for (name, value), style in zip(exp.baselines.items(), ("--", ":", "-.")):
+    ax.axhline(value, ls=style, color="gray", label=f"baseline: {name} ({value:.3f})")
+  ax.set_xlabel("step")
+  ax.set_ylabel("loss")
+  if exp.task in ("adding", "sunspots", "dogs"):
+    ax.set_yscale("log")
+  ax.set_title(f"jrnn: {config['cell']}({config['hidden']}) on {exp.task}")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  tmp = os.path.join(directory, ".loss.png.tmp.png")
+  fig.savefig(tmp, dpi=100)
+  plt.close(fig)
+  os.replace(tmp, os.path.join(directory, "loss.png"))
+
+
+def _previous_history(directory, upto):
+  """Rows of an earlier ``history.json`` for steps before ``upto`` (so a resumed run's history is whole)."""
+  try:
+    with open(os.path.join(directory, "history.json")) as f:
+      old = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  keep = {}
+  for name in ("step", "loss", "grad_norm", "skipped", "time"):
+    keep[name] = [v for s, v in zip(old.get("step", []), old.get(name, [])) if s < upto]
+  evals = [k for k in old if k.startswith("eval_") and k != "eval_step"]
+  for name in ["eval_step"] + evals:
+    keep[name] = [v for s, v in zip(old.get("eval_step", []), old.get(name, [])) if s <= upto]
+  return keep
+
+
+def report(exp, metrics) -> str:
+  """The final metric beside the baselines, as a few lines of text."""
+  value = metrics[exp.metric]
+  unit = " nats/char" if exp.task == "chars" else ""
+  lines = [f"final {exp.metric}: {value:.4f}{unit}"]
+  for name, base in exp.baselines.items():
+    verdict = "better" if value < base else "not better"
+    lines.append(f"  baseline {name}: {base:.4f}{unit}  ({verdict}; ratio {value / base:.3f})")
+  for k, v in metrics.items():
+    if k != exp.metric:
+      lines.append(f"  {k}: {v:.4f}")
+  return "\n".join(lines)
+
+
+def cmd_train(args) -> int:
+  import jax
+
+  from jrnn import checkpoint
+  from jrnn import experiments
+  from jrnn import train
+  from jrnn.tasks import chars
+
+  config, directory = _resolve_train_config(args)
+  try:
+    exp, state, step = setup_run(config)
+  except experiments.ConfigError as e:
+    raise UsageError(str(e)) from None
+  previous = {}
+  if args.resume:
+    state = checkpoint.restore(directory, state)
+    previous = _previous_history(directory, state.step)
+    print(f"resumed {directory} at step {state.step}")
+  model = f"{config['cell']}({config['hidden']})"
+  print(f"jrnn train: {model} on {config['task']}, {config['optimizer']} lr={config['lr']}, "
+        f"batch {config['batch']}, seq-len {config['seq_len']}, steps {state.step}->{config['steps']}")
+  print("baselines: " + ", ".join(f"{k} {v:.4f}" for k, v in exp.baselines.items()), flush=True)
+  save_every = args.save_every or config["eval_every"]
+
+  def save(i, params, opt_state, carry):
+    checkpoint.save(directory, checkpoint.TrainState(i, params, opt_state, state.key, carry),
+                    metadata={"config": config, **(exp.metadata or {})})
+
+  start = time.perf_counter()
+  try:
+    out = train.fit(step, state.params, state.opt_state, exp.batch_fn, steps=config["steps"],
+                    start_step=state.step, carry=state.carry, eval_fn=lambda p: exp.evaluate(p, False),
+                    eval_every=config["eval_every"], save_fn=save, save_every=save_every,
+                    progress=not args.no_progress, desc=f"{config['task']} {model}")
+  except train.NonFiniteLossError as e:
+    last = checkpoint.latest_step(directory)
+    kept = f"the last checkpoint (step {last}) is kept" if last is not None else "no checkpoint was written"
+    print(f"jrnn: error: training diverged: loss {e.loss} (gradient norm {e.grad_norm}) at step {e.step}; "
+          f"{kept}. Try a smaller --lr or --clip-norm.", file=sys.stderr)
+    return 1
+  elapsed = time.perf_counter() - start
+  final = exp.evaluate(out.params, True)
+  history = {k: list(previous.get(k, [])) + list(v) for k, v in out.history.items()}
+  print(f"trained {config['steps'] - state.step} steps in {elapsed:.1f} s")
+  print(report(exp, final))
+  if config["task"] == "chars":
+    text = chars.generate(exp.cell, out.params.cell, exp.head, out.params.head, exp.metadata["vocab"], "\n",
+                          300, jax.random.key(config["seed"]), temperature=0.8)
+    print("sample (temperature 0.8):\n" + text)
+  history[f"final_{exp.metric}"] = [final[exp.metric]]
+  write_outputs(directory, history, exp, config)
+  print(f"wrote {os.path.join(directory, 'loss.png')} and history.json")
+  return 0
+
+
+def cmd_generate(args) -> int:
+  import jax
+
+  from jrnn import checkpoint
+  from jrnn.tasks import chars
+
+  if args.length < 1:
+    raise UsageError(f"--length must be a positive integer, got {args.length}.")
+  if not (math.isfinite(args.temperature) and args.temperature > 0):
+    raise UsageError(f"--temperature must be positive, got {args.temperature}.")
+  if not args.prime:
+    raise UsageError("--prime must be at least one character.")
+  try:
+    meta = checkpoint.read_metadata(args.checkpoint_dir)
+  except checkpoint.CheckpointError as e:
+    raise UsageError(str(e)) from None
+  config = meta.get("config", {})
+  if config.get("task") != "chars":
+    raise UsageError(f"generate needs a chars checkpoint; {args.checkpoint_dir} holds a model for "
+                     f"task {config.get('task', 'unknown')!r}.")
+  vocab = meta["vocab"]
+  missing = sorted(set(args.prime) - set(vocab))
+  if missing:
+    raise UsageError(f"--prime has characters not in the model's vocabulary: {''.join(missing)!r}.")
+  exp, state, _ = setup_run(config)
+  state = checkpoint.restore(args.checkpoint_dir, state)
+  text = chars.generate(exp.cell, state.params.cell, exp.head, state.params.head, vocab, args.prime,
+                        args.length, jax.random.key(args.seed), temperature=args.temperature)
+  print(args.prime + text)
+  return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Runs the command line; returns the exit status (2 for bad input)."""
+  from jrnn import checkpoint
+
+  try:
+    args = _parser().parse_args(argv)
+    return cmd_train(args) if args.command == "train" else cmd_generate(args)
+  except UsageError as e:
+    print(f"jrnn: error: {e}", file=sys.stderr)
+    return 2
+  except checkpoint.CheckpointError as e:
+    print(f"jrnn: error: {e}", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print("jrnn: interrupted; resume from the last checkpoint with --resume", file=sys.stderr)
+    return 130

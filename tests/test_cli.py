@@ -1,0 +1,132 @@
+"""The jrnn command line, end to end on tiny configurations, and its errors (exit status 2)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from jrnn import checkpoint
+from jrnn import cli
+
+pytestmark = pytest.mark.standard_promotion  # optax's Adam is not strict-promotion clean
+
+ADDING = ["train", "--task", "adding", "--hidden", "6", "--batch", "8", "--seq-len", "6", "--eval-every", "3",
+          "--no-progress"]
+
+
+def _params(directory, step=None):
+  config = checkpoint.read_metadata(directory, step)["config"]
+  _, state, _ = cli.setup_run(config)
+  return checkpoint.restore(directory, state, step=step)
+
+
+@pytest.fixture(scope="module")
+def adding_run(tmp_path_factory):
+  """An uninterrupted 6-step run."""
+  d = str(tmp_path_factory.mktemp("adding") / "run")
+  assert cli.main(ADDING + ["--steps", "6", "--checkpoint-dir", d]) == 0
+  return d
+
+
+def test_train_writes_checkpoints_history_and_plot(adding_run, capsys):
+  with open(os.path.join(adding_run, "history.json")) as f:
+    history = json.load(f)
+  assert history["step"] == list(range(6)) and history["eval_step"] == [3, 6]
+  assert history["config"]["task"] == "adding" and history["metric"] == "test_mse"
+  assert np.isfinite(history["loss"]).all()
+  with open(os.path.join(adding_run, "loss.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert checkpoint.all_steps(adding_run) == [3, 6]
+  state = _params(adding_run)
+  assert state.step == 6
+
+
+def test_resume_from_the_command_line_is_bit_identical(adding_run, tmp_path, capsys):
+  d = str(tmp_path / "run")
+  assert cli.main(ADDING + ["--steps", "3", "--checkpoint-dir", d]) == 0
+  assert cli.main(["train", "--task", "adding", "--steps", "6", "--checkpoint-dir", d, "--resume",
+                   "--no-progress"]) == 0
+  out = capsys.readouterr().out
+  assert "resumed" in out and "baseline predict 1" in out
+  a, b = _params(adding_run), _params(d)
+  for x, y in zip(jax.tree_util.tree_leaves((a.params, a.opt_state)), jax.tree_util.tree_leaves((b.params, b.opt_state))):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  with open(os.path.join(d, "history.json")) as f:
+    assert json.load(f)["step"] == list(range(6))  # the resumed run's history includes the first part
+
+
+def test_chars_train_then_generate(tmp_path, capsys):
+  d = str(tmp_path / "chars")
+  assert cli.main(["train", "--task", "chars", "--cell", "gru", "--hidden", "8", "--batch", "4", "--seq-len", "8",
+                   "--steps", "4", "--checkpoint-dir", d, "--no-progress"]) == 0
+  out = capsys.readouterr().out
+  assert "bigram (add-one)" in out and "uniform (ln " in out and "nats/char" in out and "sample" in out
+  assert cli.main(["generate", "--checkpoint-dir", d, "--prime", "def ", "--length", "40",
+                   "--temperature", "0.5", "--seed", "3"]) == 0
+  text = capsys.readouterr().out
+  assert text.startswith("def ") and len(text) == len("def ") + 40 + 1  # and the newline of print
+  vocab = checkpoint.read_metadata(d)["vocab"]
+  assert set(text[:-1]) <= set(vocab)
+
+
+def _bad(argv, capsys, match):
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and err.startswith("jrnn: error: "), err
+  assert match in err, err
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train", "--task", "adding", "--steps", "0"], "--steps must be a positive integer"),
+    (["train", "--task", "adding", "--lr", "-1"], "--lr must be a positive number"),
+    (["train", "--task", "bogus"], "invalid choice: 'bogus'"),
+    (["train", "--task", "adding", "--hidden", "x"], "invalid int value: 'x'"),
+    (["train", "--task", "dogs", "--seq-len", "5"], "needs --seq-len 3"),
+    (["train", "--task", "adding", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
+    (["train"], "required: --task"),
+    (["fly"], "invalid choice: 'fly'"),
+    (["train", "--task", "adding", "--seed", "-1"], "--seed must be a non-negative integer"),
+    (["train", "--task", "chars", "--batch", "1000000"], "too few for 1000000 streams"),
+])
+def test_bad_flags_exit_2_with_one_line(argv, match, capsys):
+  _bad(argv, capsys, match)
+
+
+def test_impossible_combinations_exit_2(adding_run, tmp_path, capsys, monkeypatch):
+  empty = str(tmp_path / "empty")
+  _bad(["train", "--task", "adding", "--resume", "--checkpoint-dir", empty], capsys, "no checkpoint to resume")
+  _bad(["train", "--task", "adding", "--checkpoint-dir", adding_run], capsys, "already has a checkpoint (step 6)")
+  _bad(["train", "--task", "adding", "--resume", "--steps", "6", "--checkpoint-dir", adding_run], capsys,
+       "already at step 6")
+  _bad(["train", "--task", "adding", "--resume", "--steps", "9", "--hidden", "7", "--checkpoint-dir", adding_run],
+       capsys, "--hidden 7 differs from the checkpoint's 6")
+  _bad(["generate", "--checkpoint-dir", adding_run], capsys, "needs a chars checkpoint")
+  _bad(["generate", "--checkpoint-dir", empty], capsys, "no checkpoint found")
+  _bad(["generate", "--checkpoint-dir", adding_run, "--temperature", "0"], capsys, "--temperature must be positive")
+  monkeypatch.setitem(sys.modules, "statsmodels.datasets", None)  # as if statsmodels were not installed
+  _bad(["train", "--task", "sunspots", "--checkpoint-dir", str(tmp_path / "sun")], capsys,
+       "pip install 'jrnn[data]'")
+
+
+def test_divergence_is_one_line_and_exit_1(tmp_path, capsys):
+  d = str(tmp_path / "nan")
+  argv = ["train", "--task", "adding", "--hidden", "6", "--batch", "8", "--seq-len", "6", "--optimizer", "sgd",
+          "--lr", "1e30", "--steps", "10", "--checkpoint-dir", d, "--no-progress"]
+  assert cli.main(argv) == 1
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "training diverged: loss inf" in err and "no checkpoint was written" in err
+  assert checkpoint.latest_step(d) is None
+
+
+def test_python_dash_m_jrnn(tmp_path):
+  env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  proc = subprocess.run([sys.executable, "-m", "jrnn", "train", "--task", "dogs", "--steps", "30",
+                         "--checkpoint-dir", str(tmp_path / "dogs"), "--no-progress"],
+                        capture_output=True, text=True, env=env, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  assert "final loss" in proc.stdout and "baseline uniform (ln 4): 1.3863" in proc.stdout
+  assert checkpoint.latest_step(str(tmp_path / "dogs")) == 30

@@ -1,0 +1,72 @@
+"""Every task learns: the evaluation metric falls within a small step budget; the LSTM solves adding."""
+
+import math
+
+import jax
+import optax
+import pytest
+
+from jrnn import experiments
+from jrnn import train
+
+pytestmark = pytest.mark.standard_promotion  # optax's Adam is not strict-promotion clean
+
+TINY = {
+    "dogs": dict(hidden=3, batch=1, seq_len=3, lr=0.05),
+    "copy": dict(hidden=16, batch=16, seq_len=3, lr=0.01),
+    "chars": dict(hidden=32, batch=8, seq_len=16, lr=0.01),
+    "sunspots": dict(hidden=8, batch=16, seq_len=10, lr=0.01),
+}
+
+
+def _train(config, steps, key=jax.random.key(0)):
+  config = experiments.resolve(dict(config, steps=steps))
+  k_init, k_data = jax.random.split(key)
+  exp = experiments.build(config, k_data)
+  params = exp.init(k_init)
+  opt = optax.adam(config["lr"])
+  stateful = exp.initial_carry is not None
+  step = jax.jit(train.make_step(exp.loss_fn, opt, clip_norm=config["clip_norm"], has_aux=stateful))
+  return exp, params, opt, step, (exp.initial_carry(params) if stateful else None)
+
+
+# adding is left out here: test_lstm_solves_the_adding_problem_at_t30 asks much more of it.
+@pytest.mark.parametrize("task", [t for t in experiments.TASKS if t != "adding"])
+def test_metric_falls_on_every_task(task):
+  if task == "sunspots":
+    pytest.importorskip("statsmodels")
+  exp, params, opt, step, carry = _train(dict(TINY[task], task=task), 40)
+  before = exp.evaluate(params, False)[exp.metric]
+  out = train.fit(step, params, opt.init(params), exp.batch_fn, steps=40, carry=carry, progress=False,
+                  verbose=False)
+  after = exp.evaluate(out.params, False)[exp.metric]
+  assert after < 0.8 * before, (task, before, after)
+  if task in ("dogs", "chars"):  # below chance
+    assert after < exp.baselines[next(iter(exp.baselines))]
+
+
+def test_lstm_solves_the_adding_problem_at_t30():
+  """Le et al.'s criterion: test MSE well below the predict-1 baseline (~0.167), here < 0.01."""
+  config = dict(task="adding", cell="lstm", hidden=32, batch=64, seq_len=30, lr=0.01)
+  exp, params, opt, step, _ = _train(config, 600)
+  base = exp.baselines["predict 1"]
+  assert abs(base - 1 / 6) < 0.02  # the baseline, computed on the 1,000 test sequences
+  opt_state, mse, done = opt.init(params), math.inf, 0
+  while done < 600 and mse >= 0.01:  # stop as soon as it is solved
+    out = train.fit(step, params, opt_state, exp.batch_fn, steps=done + 100, start_step=done, progress=False,
+                    verbose=False)
+    params, opt_state, done = out.params, out.opt_state, done + 100
+    mse = exp.evaluate(params, True)["test_mse"]
+  assert mse < 0.01, f"test MSE {mse:.4f} after {done} steps (baseline {base:.3f})"
+
+
+def test_resolve_rejects_impossible_configs():
+  with pytest.raises(experiments.ConfigError, match="unknown task"):
+    experiments.resolve({"task": "nope"})
+  with pytest.raises(experiments.ConfigError, match="--hidden must be a positive integer"):
+    experiments.resolve({"task": "adding", "hidden": 0})
+  with pytest.raises(experiments.ConfigError, match="--lr must be a positive number"):
+    experiments.resolve({"task": "adding", "lr": float("nan")})
+  with pytest.raises(experiments.ConfigError, match="dogs task .* --seq-len 3"):
+    experiments.resolve({"task": "dogs", "seq_len": 4})
+  assert experiments.resolve({"task": "adding"})["seq_len"] == 100  # the published length by default
