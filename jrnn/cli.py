@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument("--eval-every", type=int, help="evaluate every N steps")
   t.add_argument("--save-every", type=int, help="checkpoint every N steps (default: at each evaluation)")
   t.add_argument("--no-progress", action="store_true", help="no progress bar")
+  sub.add_parser("bench", help="time jrnn vs Flax vs PyTorch across sequence lengths (jrnn bench --help)",
+                 add_help=False)
   g = sub.add_parser("generate", help="sample text from a chars checkpoint")
   g.add_argument("--checkpoint-dir", required=True)
   g.add_argument("--prime", default="\n", help="text the model reads first (default: a newline)")
@@ -286,6 +288,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   """Runs the command line; returns the exit status (2 for bad input)."""
   from jrnn import checkpoint
 
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if argv[:1] == ["bench"]:  # the benchmark has its own flags (jrnn.bench.main)
+    from jrnn import bench
+    return bench.main(argv[1:])
   try:
     args = _parser().parse_args(argv)
     return cmd_train(args) if args.command == "train" else cmd_generate(args)

@@ -39,3 +39,10 @@ def test_bad_flags_exit_2(capsys):
   with pytest.raises(SystemExit) as e:
     bench.main(["--cells", "transformer"])
   assert e.value.code == 2 and "unknown ['transformer']" in capsys.readouterr().err
+
+
+def test_cli_dispatches_bench(capsys):
+  from jrnn import cli
+  with pytest.raises(SystemExit) as e:
+    cli.main(["bench", "--lengths", "16,x"])
+  assert e.value.code == 2 and "comma-separated integers" in capsys.readouterr().err
