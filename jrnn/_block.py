@@ -115,15 +115,6 @@ def linear_recurrent_block(cell: _cell.Cell, *, dtype=jnp.float32) -> _cell.Cell
   def input_size_fn(params):
     return cell.input_size(params.cell)
 
-  return _cell.Cell(
-      init=init,
-      initial_carry=initial_carry,
-      step=_cell.split_step(project, recur, input_size_fn, name),
-      hidden_size=H,
-      input_size=input_size_fn,
-      project=project,
-      recur=recur,
-      name=name,
-      linear=linear,
-      readout=readout,
-  )
+  return _cell.projected_cell(name=name, hidden_size=H, init=init, initial_carry=initial_carry,
+                              project=project, recur=recur, input_size=input_size_fn,
+                              linear=linear, readout=readout)

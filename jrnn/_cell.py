@@ -133,14 +133,25 @@ def check_x(cell_name: str, x: Any, input_size: int, dtype: jnp.dtype, what: str
   return x.astype(dtype)
 
 
-def split_step(project, recur, input_size_fn, name):
-  """Builds ``step`` from ``project`` and ``recur``, with input checks."""
+def projected_cell(*, name, hidden_size, init, initial_carry, project, recur, input_size=None,
+                   **fields) -> Cell:
+  """A :class:`Cell` whose step is ``recur(params, carry, project(params, x))``.
+
+  Builds the public ``step`` (which checks ``x`` and casts it to the params'
+  dtype) from the hoistable ``project`` and the ``recur`` that
+  :func:`jrnn.unroll` scans. ``input_size`` defaults to ``params.wx.shape[0]``;
+  ``fields`` are the optional :class:`Cell` fields (``linear``, ``readout``).
+  """
+  if input_size is None:
+    def input_size(params):
+      return params.wx.shape[0]
 
   def step(params, carry, x):
-    x = check_x(name, x, input_size_fn(params), params_dtype(params))
+    x = check_x(name, x, input_size(params), params_dtype(params))
     return recur(params, carry, project(params, x))
 
-  return step
+  return Cell(init=init, initial_carry=initial_carry, step=step, hidden_size=hidden_size,
+              input_size=input_size, project=project, recur=recur, name=name, **fields)
 
 
 def affine(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:

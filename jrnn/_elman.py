@@ -104,16 +104,5 @@ def elman(
     s = phi(p + s @ params.wh)
     return s, s
 
-  def input_size_fn(params):
-    return params.wx.shape[0]
-
-  return _cell.Cell(
-      init=init_fn,
-      initial_carry=initial_carry,
-      step=_cell.split_step(project, recur, input_size_fn, name),
-      hidden_size=hidden_size,
-      input_size=input_size_fn,
-      project=project,
-      recur=recur,
-      name=name,
-  )
+  return _cell.projected_cell(name=name, hidden_size=hidden_size, init=init_fn, initial_carry=initial_carry,
+                              project=project, recur=recur)

@@ -82,16 +82,5 @@ def gru(hidden_size: int, *, dtype=jnp.float32) -> _cell.Cell:
     h = (1.0 - z) * n + z * h
     return h, h
 
-  def input_size_fn(params):
-    return params.wx.shape[0]
-
-  return _cell.Cell(
-      init=init_fn,
-      initial_carry=initial_carry,
-      step=_cell.split_step(project, recur, input_size_fn, name),
-      hidden_size=H,
-      input_size=input_size_fn,
-      project=project,
-      recur=recur,
-      name=name,
-  )
+  return _cell.projected_cell(name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry,
+                              project=project, recur=recur)

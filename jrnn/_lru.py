@@ -157,15 +157,6 @@ def lru(
   def input_size_fn(params):
     return params.b_re.shape[0]
 
-  return _cell.Cell(
-      init=init_fn,
-      initial_carry=initial_carry,
-      step=_cell.split_step(project, recur, input_size_fn, name),
-      hidden_size=H,
-      input_size=input_size_fn,
-      project=project,
-      recur=recur,
-      name=name,
-      linear=linear,
-      readout=readout,
-  )
+  return _cell.projected_cell(name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry,
+                              project=project, recur=recur, input_size=input_size_fn,
+                              linear=linear, readout=readout)

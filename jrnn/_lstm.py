@@ -89,16 +89,5 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, dtype=jnp.float32) -> _c
     h = o * jnp.tanh(c)
     return LSTMCarry(h, c), h
 
-  def input_size_fn(params):
-    return params.wx.shape[0]
-
-  return _cell.Cell(
-      init=init_fn,
-      initial_carry=initial_carry,
-      step=_cell.split_step(project, recur, input_size_fn, name),
-      hidden_size=H,
-      input_size=input_size_fn,
-      project=project,
-      recur=recur,
-      name=name,
-  )
+  return _cell.projected_cell(name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry,
+                              project=project, recur=recur)

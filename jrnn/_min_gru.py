@@ -110,17 +110,5 @@ def min_gru(hidden_size: int, *, log_space: bool = False, dtype=jnp.float32) -> 
     kz, kh = p[..., :H], p[..., H:]
     return _cell.LogCoefficients(-jax.nn.softplus(kz), -jax.nn.softplus(-kz) + log_g(kh))
 
-  def input_size_fn(params):
-    return params.wx.shape[0]
-
-  return _cell.Cell(
-      init=init_fn,
-      initial_carry=initial_carry,
-      step=_cell.split_step(project, recur, input_size_fn, name),
-      hidden_size=H,
-      input_size=input_size_fn,
-      project=project,
-      recur=recur,
-      name=name,
-      linear=linear,
-  )
+  return _cell.projected_cell(name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry,
+                              project=project, recur=recur, linear=linear)

@@ -97,17 +97,5 @@ def min_lstm(hidden_size: int, *, log_space: bool = False, dtype=jnp.float32) ->
     d = jax.nn.softplus(-p[..., :H]) - jax.nn.softplus(-p[..., H:2 * H])
     return _cell.LogCoefficients(-jax.nn.softplus(d), -jax.nn.softplus(-d) + _min_gru.log_g(p[..., 2 * H:]))
 
-  def input_size_fn(params):
-    return params.wx.shape[0]
-
-  return _cell.Cell(
-      init=init_fn,
-      initial_carry=initial_carry,
-      step=_cell.split_step(project, recur, input_size_fn, name),
-      hidden_size=H,
-      input_size=input_size_fn,
-      project=project,
-      recur=recur,
-      name=name,
-      linear=linear,
-  )
+  return _cell.projected_cell(name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry,
+                              project=project, recur=recur, linear=linear)
