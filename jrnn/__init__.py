@@ -10,6 +10,7 @@ from jrnn import bptt as bptt
 from jrnn import diagnostics as diagnostics
 from jrnn import interop as interop
 from jrnn import losses as losses
+from jrnn import sharding as sharding
 from jrnn import tasks as tasks
 from jrnn import train as train
 from jrnn._bidirectional import BidirectionalCarry as BidirectionalCarry
@@ -86,6 +87,7 @@ __all__ = (
     "min_gru",
     "min_lstm",
     "one_to_many",
+    "sharding",
     "stack",
     "tasks",
     "train",

@@ -39,6 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jrnn import sharding
+
 
 class StepMetrics(NamedTuple):
   """What one step reports.
@@ -90,7 +92,7 @@ def _global_norm(tree):
 
 def make_step(loss_fn: Callable[..., Any], optimizer: optax.GradientTransformation, *,
               clip_norm: Optional[float] = None, skip_nonfinite: bool = False,
-              has_aux: bool = False) -> Callable[..., tuple]:
+              has_aux: bool = False, mesh: Optional[jax.sharding.Mesh] = None) -> Callable[..., tuple]:
   """Builds one training step ``(params, opt_state, batch) -> (params, opt_state, metrics)``.
 
   Args:
@@ -105,9 +107,16 @@ def make_step(loss_fn: Callable[..., Any], optimizer: optax.GradientTransformati
       effect of ``optax.apply_if_finite``, without its extra state).
     has_aux: see ``loss_fn``; the step then returns
       ``(params, opt_state, metrics, aux)``.
+    mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis (e.g.
+      :func:`jrnn.sharding.data_mesh`) to train data-parallel: the step is then
+      returned jitted, splits the batch over the data axis and keeps params and
+      optimizer state replicated (:func:`jrnn.sharding.data_parallel`). Write
+      ``loss_fn`` for the global batch (a mean over it); the result equals the
+      single-device step's on the same batch up to float32 summation order.
 
   Returns:
-    A pure, jittable step function; ``metrics`` is a :class:`StepMetrics`.
+    A pure, jittable step function (jitted already when ``mesh`` is given);
+    ``metrics`` is a :class:`StepMetrics`.
 
   Example::
 
@@ -153,6 +162,8 @@ def make_step(loss_fn: Callable[..., Any], optimizer: optax.GradientTransformati
       return new_params, new_opt_state, metrics, aux
     return new_params, new_opt_state, metrics
 
+  if mesh is not None:
+    return sharding.data_parallel(step, mesh)
   return step
 
 

@@ -1,0 +1,186 @@
+"""Data parallelism on JAX's own engine: one jitted step over a ``jax.sharding.Mesh``.
+
+The global batch of ``B`` sequences is split along its leading (batch)
+dimension over the ``data`` axis of a mesh of ``D`` devices; params and
+optimizer state are replicated on every device. The step is the ordinary one
+from :func:`jrnn.train.make_step`, jitted once: XLA's SPMD partitioner (GSPMD)
+turns the mean over the batch into per-device partial sums and one all-reduce,
+so every device applies the same update
+
+.. math::
+
+   g = \\nabla_\\theta \\frac{1}{B} \\sum_{b=1}^{B} \\ell(\\theta; x_b)
+     = \\frac{1}{B} \\sum_{d=1}^{D} \\sum_{b \\in \\mathcal{B}_d} \\nabla_\\theta \\ell(\\theta; x_b),
+   \\qquad |\\mathcal{B}_d| = B / D
+
+and the result equals the single-device run on the same global batch, up to
+the order of the float32 sums. No ``pmap``, no ``psum`` in user code: the loss
+is written for the global batch and the shardings of the inputs say where the
+rows live. The same code runs on one CPU (``D = 1``), 8 GPUs, or a TPU pod slice.
+
+Usage::
+
+  mesh = jrnn.sharding.data_mesh()                     # all of jax.devices() on a "data" axis
+  step = jrnn.train.make_step(loss_fn, optimizer, clip_norm=1.0, mesh=mesh)   # jitted, sharded
+  params, opt_state = jrnn.sharding.replicate((params, optimizer.init(params)), mesh)
+  result = jrnn.train.fit(step, params, opt_state, batch_fn, steps=1000)
+
+The step places its inputs itself (:func:`shard_batch` for the batch,
+:func:`replicate` for params and state; both are no-ops on arrays already
+placed), so ``batch_fn`` may return host or single-device arrays. Every array
+leaf of the batch with a leading dimension is split along it (for truncated
+BPTT the batch is ``(window, carry)`` and the carry's rows are split with
+their sequences); 0-d leaves are replicated. ``B`` must be divisible by ``D``
+(a ``ValueError`` says so, naming both).
+
+Multi-host (a TPU pod slice, several GPU hosts): start every process with
+``jax.distributed.initialize()`` (arguments are discovered on Cloud TPU and
+under SLURM; elsewhere pass ``coordinator_address``, ``num_processes`` and
+``process_id``) before anything else touches JAX; then ``jax.devices()`` lists
+the devices of all hosts and :func:`data_mesh` spans them. Each host runs the
+same program and its ``batch_fn`` returns only **its own** rows, ``B / P`` of
+them for ``P`` processes, as numpy (or host-local) arrays: :func:`shard_batch`
+assembles the global array with ``jax.make_array_from_process_local_data``,
+without any host seeing the whole batch. Params must start identical on every
+host (the same seed); :func:`replicate` then makes them one global replicated
+array. Metrics come back replicated, so every host can read the loss.
+
+Sequence parallelism (sharding the time axis) was considered and is not
+offered:
+
+* For the non-linear cells (Elman, GRU, LSTM) ``h_t`` needs ``h_{t-1}``: a
+  device holding steps ``[kT/D, (k+1)T/D)`` waits for device ``k - 1``'s final
+  carry, so the devices run one after another. Splitting time buys memory (the
+  BPTT residuals are spread out), never speed, and the carry crosses devices
+  ``D - 1`` times per direction per layer.
+* For the linear recurrences (minGRU, minLSTM, LRU: ``h_t = a_t h_{t-1} + b_t``)
+  the associative scan could shard time: each device scans its chunk, the
+  ``D`` chunk summaries ``(∏ a, h_end)`` are scanned across devices (one
+  all-gather of ``D × [B, H]``), and each device corrects its chunk with
+  ``h_t += (∏_{s≤t} a_s) h_{start}``. Communication is small, but it pays only
+  when one sequence is so long that a device's batch share does not fill it or
+  does not fit in memory: with ``B ≥ D`` data parallelism already uses every
+  device with one all-reduce of the gradients and no change to the cells, and
+  on CPU and GPU our measurements (``jrnn.unroll``'s ``scan="auto"``) favour the
+  sequential scan up to thousands of steps anyway. GSPMD does not partition
+  ``lax.associative_scan``'s strided slices along time efficiently on its own,
+  so it would need a ``shard_map`` kernel per cell; a user with such sequences
+  can write one over :func:`jrnn.unroll`'s chunks with an initial carry.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def data_mesh(devices: Optional[Sequence[jax.Device]] = None, *, axis: str = DATA_AXIS) -> Mesh:
+  """A one-dimensional mesh over ``devices`` (default: ``jax.devices()``, every host's).
+
+  Example::
+
+    mesh = jrnn.sharding.data_mesh()          # Mesh('data': 8) on 8 GPUs
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  if not devices:
+    raise ValueError("jrnn.sharding.data_mesh: no devices given.")
+  return Mesh(np.asarray(devices, dtype=object), (axis,))
+
+
+def _check_axis(mesh, axis, where):
+  if not isinstance(mesh, Mesh):
+    raise TypeError(f"jrnn.sharding.{where}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}.")
+  if axis not in mesh.shape:
+    raise ValueError(f"jrnn.sharding.{where}: the mesh has axes {tuple(mesh.axis_names)}, "
+                     f"not the data axis {axis!r}.")
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """``tree`` with every array placed whole on every device of ``mesh`` (``P()``)."""
+  if not isinstance(mesh, Mesh):
+    raise TypeError(f"jrnn.sharding.replicate: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}.")
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def shard_batch(batch: Any, mesh: Mesh, *, axis: str = DATA_AXIS) -> Any:
+  """``batch`` split along its leading dimension over the mesh's ``axis`` (``P(axis)``).
+
+  0-d leaves are replicated. In a multi-process run, leaves that are not
+  already global ``jax.Array`` s are this process's rows; the global batch is
+  their concatenation over processes (``jax.make_array_from_process_local_data``).
+
+  Raises:
+    ValueError: if a leaf's (global) leading dimension is not divisible by the
+      number of devices on ``axis``.
+  """
+  _check_axis(mesh, axis, "shard_batch")
+  devices = mesh.shape[axis]
+  split, whole = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
+  processes = jax.process_count()
+
+  def place(path, leaf):
+    local = processes > 1 and not (isinstance(leaf, jax.Array) and not leaf.is_fully_addressable)
+    if np.ndim(leaf) == 0:
+      return jax.device_put(leaf, whole)
+    rows = np.shape(leaf)[0] * (processes if local else 1)
+    if rows % devices:
+      name = jax.tree_util.keystr(path) or "the batch"
+      per = f" ({np.shape(leaf)[0]} on each of {processes} processes)" if local else ""
+      raise ValueError(f"jrnn.sharding: batch size {rows}{per} of {name} is not divisible by the {devices} "
+                       f"devices on the mesh axis {axis!r}; use a global batch that is a multiple of {devices}.")
+    if local:
+      return jax.make_array_from_process_local_data(split, np.asarray(leaf))
+    return jax.device_put(leaf, split)
+
+  return jax.tree_util.tree_map_with_path(place, batch)
+
+
+def data_parallel(step: Callable[..., tuple], mesh: Optional[Mesh] = None, *,
+                  axis: str = DATA_AXIS) -> Callable[..., tuple]:
+  """Jits ``step(params, opt_state, batch)`` to run data-parallel over ``mesh``.
+
+  The returned step places its inputs (batch split over ``axis``, params and
+  optimizer state replicated) and constrains its outputs: params, optimizer
+  state and metrics replicated; an aux output (the carry of truncated BPTT)
+  split over ``axis`` wherever its leading dimension is the batch's. One
+  ``jax.jit``; no ``pmap``.
+
+  Args:
+    step: from :func:`jrnn.train.make_step` (not yet jitted, though a jitted one
+      works too); ``jrnn.train.make_step(..., mesh=mesh)`` calls this for you.
+    mesh: a mesh with an ``axis`` dimension; default :func:`data_mesh` over
+      ``jax.devices()``.
+    axis: the name of the data axis.
+
+  Returns:
+    The jitted step, with the signature and results of ``step``.
+  """
+  mesh = data_mesh(axis=axis) if mesh is None else mesh
+  _check_axis(mesh, axis, "data_parallel")
+  split, whole = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
+
+  @jax.jit
+  def sharded(params, opt_state, batch):
+    out = step(params, opt_state, batch)
+    rows = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(batch) if np.ndim(x) > 0}
+    replicated = jax.lax.with_sharding_constraint(tuple(out[:3]), whole)
+    aux = jax.tree_util.tree_map(
+        lambda x: jax.lax.with_sharding_constraint(x, split if np.ndim(x) > 0 and np.shape(x)[0] in rows else whole),
+        tuple(out[3:]))
+    return replicated + aux
+
+  def run(params, opt_state, batch):
+    params, opt_state = replicate((params, opt_state), mesh)
+    return sharded(params, opt_state, shard_batch(batch, mesh, axis=axis))
+
+  run.lower = lambda params, opt_state, batch: sharded.lower(  # for inspecting the compiled program
+      *replicate((params, opt_state), mesh), shard_batch(batch, mesh, axis=axis))
+  run.mesh = mesh
+  return run
