@@ -74,6 +74,24 @@ def _jrnn_fns(cfg: Config, mode: str, unroll: int = 1):
   return _jax_fns(forward, params, cfg, mode)
 
 
+def _jrnn_perstep_fns(cfg: Config, mode: str, unroll: int = 1):
+  """jrnn's cells with the input projection inside the scan (a lever under measurement, see NOTES.md)."""
+  import jrnn
+  from jax import lax
+  cell = {"elman": jrnn.elman, "gru": jrnn.gru, "lstm": jrnn.lstm}[cfg.cell](cfg.hidden)
+  head = jrnn.linear(cfg.output_size)
+  k1, k2 = jax.random.split(jax.random.key(0))
+  params = (cell.init(k1, cfg.input_size), head.init(k2, cfg.hidden))
+
+  def forward(params, xs):
+    def one(x):
+      body = lambda c, x_t: cell.recur(params[0], c, cell.project(params[0], x_t))
+      return lax.scan(body, cell.initial_carry(params[0]), x, unroll=unroll)[1]
+    return head.apply(params[1], jax.vmap(one)(xs))
+
+  return _jax_fns(forward, params, cfg, mode)
+
+
 def _jax_fns(forward, params, cfg, mode):
   """Jitted forward or train step for a pure ``forward(params, xs)``; returns (call, lowered-args)."""
   xs, ys = (jnp.asarray(a) for a in _data(cfg))
@@ -142,7 +160,8 @@ def _torch_fns(cfg: Config, mode: str, unroll: int = 1):
   return call, None
 
 
-LIBRARIES: dict[str, Callable] = {"jrnn": _jrnn_fns, "flax": _flax_fns, "torch": _torch_fns}
+LIBRARIES: dict[str, Callable] = {"jrnn": _jrnn_fns, "jrnn_perstep": _jrnn_perstep_fns, "flax": _flax_fns,
+                                  "torch": _torch_fns}
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -251,7 +270,7 @@ def plot(result: dict, path: str):
   modes = sorted({r["mode"] for r in rows})
   cells = [c for c in GATES if any(r["cell"] == c for r in rows)]
   fig, axes = plt.subplots(len(modes), len(cells), figsize=(4.5 * len(cells), 3.6 * len(modes)), squeeze=False)
-  styles = {"jrnn": "-", "flax": "--", "torch": ":"}
+  styles = {"jrnn": "-", "jrnn_perstep": "-.", "flax": "--", "torch": ":"}
   for i, mode in enumerate(modes):
     for j, cell in enumerate(cells):
       ax = axes[i][j]

@@ -2,6 +2,8 @@
 
 import json
 
+import jax
+import numpy as np
 import pytest
 
 from jrnn import bench
@@ -46,3 +48,15 @@ def test_cli_dispatches_bench(capsys):
   with pytest.raises(SystemExit) as e:
     cli.main(["bench", "--lengths", "16,x"])
   assert e.value.code == 2 and "comma-separated integers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
+@pytest.mark.parametrize("mode", ["forward", "train"])
+def test_perstep_variant_computes_what_jrnn_computes(cell, mode):
+  """The benchmark's per-step-projection variant is the same function as jrnn.unroll (only faster or slower)."""
+  cfg = bench.Config(cell, 8, 5, batch=2, input_size=3, output_size=4)
+  (_, (fa, aa)), (_, (fb, ab)) = bench._jrnn_fns(cfg, mode), bench._jrnn_perstep_fns(cfg, mode)
+  with jax.numpy_dtype_promotion("standard"):  # optax.adam in the train step
+    out_a, out_b = fa(*aa), fb(*ab)
+  for a, b in zip(jax.tree_util.tree_leaves(out_a), jax.tree_util.tree_leaves(out_b)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
