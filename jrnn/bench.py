@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import platform
@@ -60,34 +61,23 @@ def _data(cfg: Config, seed: int = 0):
 
 # --- jrnn --------------------------------------------------------------------------------------
 
-def _jrnn_fns(cfg: Config, mode: str, unroll: int = 1):
+def _jrnn_fns(cfg: Config, mode: str, unroll: int = 1, *, per_step: bool = False):
+  """jrnn's cell + linear head; ``per_step`` projects the input inside the scan instead of
+  hoisting it (the ``jrnn_perstep`` variant, a lever under measurement: see NOTES.md)."""
   import jrnn
   cell = {"elman": jrnn.elman, "gru": jrnn.gru, "lstm": jrnn.lstm}[cfg.cell](cfg.hidden)
   head = jrnn.linear(cfg.output_size)
   k1, k2 = jax.random.split(jax.random.key(0))
   params = (cell.init(k1, cfg.input_size), head.init(k2, cfg.hidden))
 
-  def forward(params, xs):
-    hs = jax.vmap(lambda x: jrnn.unroll(cell, params[0], x, unroll=unroll)[1])(xs)
-    return head.apply(params[1], hs)
-
-  return _jax_fns(forward, params, cfg, mode)
-
-
-def _jrnn_perstep_fns(cfg: Config, mode: str, unroll: int = 1):
-  """jrnn's cells with the input projection inside the scan (a lever under measurement, see NOTES.md)."""
-  import jrnn
-  from jax import lax
-  cell = {"elman": jrnn.elman, "gru": jrnn.gru, "lstm": jrnn.lstm}[cfg.cell](cfg.hidden)
-  head = jrnn.linear(cfg.output_size)
-  k1, k2 = jax.random.split(jax.random.key(0))
-  params = (cell.init(k1, cfg.input_size), head.init(k2, cfg.hidden))
+  def one(p, x):
+    if not per_step:
+      return jrnn.unroll(cell, p, x, unroll=unroll)[1]
+    body = lambda c, x_t: cell.recur(p, c, cell.project(p, x_t))
+    return jax.lax.scan(body, cell.initial_carry(p), x, unroll=unroll)[1]
 
   def forward(params, xs):
-    def one(x):
-      body = lambda c, x_t: cell.recur(params[0], c, cell.project(params[0], x_t))
-      return lax.scan(body, cell.initial_carry(params[0]), x, unroll=unroll)[1]
-    return head.apply(params[1], jax.vmap(one)(xs))
+    return head.apply(params[1], jax.vmap(lambda x: one(params[0], x))(xs))
 
   return _jax_fns(forward, params, cfg, mode)
 
@@ -160,8 +150,8 @@ def _torch_fns(cfg: Config, mode: str, unroll: int = 1):
   return call, None
 
 
-LIBRARIES: dict[str, Callable] = {"jrnn": _jrnn_fns, "jrnn_perstep": _jrnn_perstep_fns, "flax": _flax_fns,
-                                  "torch": _torch_fns}
+LIBRARIES: dict[str, Callable] = {"jrnn": _jrnn_fns, "jrnn_perstep": functools.partial(_jrnn_fns, per_step=True),
+                                  "flax": _flax_fns, "torch": _torch_fns}
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
