@@ -71,7 +71,7 @@ def bidirectional(forward: _cell.Cell, backward: Optional[_cell.Cell] = None) ->
   def initial_carry(params):
     return BidirectionalCarry(forward.initial_carry(params.forward), backward.initial_carry(params.backward))
 
-  def sequence(params, carry, xs, mask, reverse, unroll, scan="sequential"):
+  def sequence(params, carry, xs, mask, reverse, unroll, scan):
     cf, hf = _unroll.run(forward, params.forward, carry.forward, xs, mask, reverse, unroll, scan)
     cb, hb = _unroll.run(backward, params.backward, carry.backward, xs, mask, not reverse, unroll, scan)
     return BidirectionalCarry(cf, cb), jnp.concatenate([hf, hb], axis=-1)

@@ -56,9 +56,8 @@ class Cell(NamedTuple):
     recur: ``(params, carry, p) -> (carry, h)``, the recurrence on a projected
       input row.
     sequence: optional whole-sequence runner
-      ``(params, carry, xs, mask, reverse, unroll) -> (carry, hs)`` used by
-      composite layers; when given, :func:`jrnn.unroll` delegates to it,
-      passing ``scan=`` as a keyword too unless it is ``"sequential"``.
+      ``(params, carry, xs, mask, reverse, unroll, scan) -> (carry, hs)`` used
+      by composite layers; when given, :func:`jrnn.unroll` delegates to it.
     name: a short name used in error messages.
     linear: optional ``(params, xs) -> (a, b)`` for a cell whose recurrence is
       linear in the carry, ``c_t = a_t ⊙ c_{t-1} + b_t`` elementwise, with

@@ -129,9 +129,9 @@ def one_to_many(cell: _cell.Cell, params: Any, head: _linear.Head, head_params: 
   if isinstance(length, bool) or not isinstance(length, int) or length < 1:
     raise ValueError(f"{fn}: length must be a positive int, got {length!r}.")
   x0 = jnp.asarray(x0)
-  xs0, carry, _ = _unroll.check_inputs(cell, params, x0[None] if x0.ndim == 1 else x0, carry, None, fn)
   if x0.ndim != 1:
     raise ValueError(f"{fn}: x0 must have shape [input_size], got {tuple(x0.shape)}.")
+  xs0, carry, _ = _unroll.check_inputs(cell, params, x0[None], carry, None, fn)
   if feedback == "sample" and key is None:
     raise ValueError(f"{fn}: feedback='sample' needs a PRNG key (key=jax.random.key(0)).")
   keys = jax.random.split(jax.random.key(0) if key is None else key, length)

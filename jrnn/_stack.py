@@ -61,7 +61,7 @@ def stack(cells: Sequence[_cell.Cell]) -> _cell.Cell:
   def initial_carry(params):
     return tuple(c.initial_carry(p) for c, p in zip(cells, params))
 
-  def sequence(params, carry, xs, mask, reverse, unroll, scan="sequential"):
+  def sequence(params, carry, xs, mask, reverse, unroll, scan):
     carries = []
     for c, p, h0 in zip(cells, params, carry):
       h_last, xs = _unroll.run(c, p, h0, xs, mask, reverse, unroll, scan)

@@ -125,9 +125,7 @@ def resolve_scan(cell, scan, length):
 def run(cell, params, carry, xs, mask, reverse, unroll, scan="sequential"):
   """:func:`unroll` on already-checked arguments (used by composite layers)."""
   if cell.sequence is not None:
-    if scan == "sequential":  # custom sequences written before ``scan`` existed keep working
-      return cell.sequence(params, carry, xs, mask, reverse, unroll)
-    return cell.sequence(params, carry, xs, mask, reverse, unroll, scan=scan)
+    return cell.sequence(params, carry, xs, mask, reverse, unroll, scan)
   if resolve_scan(cell, scan, xs.shape[0]) == "associative":
     return associative(cell, params, carry, xs, mask, reverse)
   ps = cell.project(params, xs)

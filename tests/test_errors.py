@@ -1,5 +1,7 @@
 """Bad input raises ValueError/TypeError at trace time, naming the argument, got and expected."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -79,3 +81,11 @@ def test_bad_head_input():
   hp = head.init(jax.random.key(0), 4)
   with pytest.raises(ValueError, match=r"h must have shape \[\.\.\., 4\], got shape \(7, 3\)"):
     head.apply(hp, jnp.ones((7, 3)))
+
+
+@pytest.mark.parametrize("shape", [(), (2, 3), (1, 2, 3)])
+def test_one_to_many_names_x0_for_a_wrong_rank(shape):
+  head = jrnn.linear(3)
+  hp = head.init(jax.random.key(1), 4)
+  with pytest.raises(ValueError, match=r"one_to_many: x0 must have shape \[input_size\], got " + re.escape(str(shape))):
+    jrnn.one_to_many(CELL, PARAMS, head, hp, jnp.ones(shape), 3)
