@@ -65,7 +65,8 @@ def _jrnn_fns(cfg: Config, mode: str, unroll: int = 1, *, per_step: bool = False
   """jrnn's cell + linear head; ``per_step`` projects the input inside the scan instead of
   hoisting it (the ``jrnn_perstep`` variant, a lever under measurement: see NOTES.md)."""
   import jrnn
-  cell = {"elman": jrnn.elman, "gru": jrnn.gru, "lstm": jrnn.lstm}[cfg.cell](cfg.hidden)
+  from jrnn.experiments import CELLS
+  cell = CELLS[cfg.cell](cfg.hidden)
   head = jrnn.linear(cfg.output_size)
   k1, k2 = jax.random.split(jax.random.key(0))
   params = (cell.init(k1, cfg.input_size), head.init(k2, cfg.hidden))
