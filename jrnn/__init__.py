@@ -43,6 +43,7 @@ from jrnn._modes import many_to_one as many_to_one
 from jrnn._modes import one_to_many as one_to_many
 from jrnn._stack import stack as stack
 from jrnn._unroll import unroll as unroll
+from jrnn._unroll import unroll_batch as unroll_batch
 
 __version__ = "0.1.0"
 
@@ -92,4 +93,5 @@ __all__ = (
     "tasks",
     "train",
     "unroll",
+    "unroll_batch",
 )

@@ -71,9 +71,10 @@ def bidirectional(forward: _cell.Cell, backward: Optional[_cell.Cell] = None) ->
   def initial_carry(params):
     return BidirectionalCarry(forward.initial_carry(params.forward), backward.initial_carry(params.backward))
 
-  def sequence(params, carry, xs, mask, reverse, unroll, scan):
-    cf, hf = _unroll.run(forward, params.forward, carry.forward, xs, mask, reverse, unroll, scan)
-    cb, hb = _unroll.run(backward, params.backward, carry.backward, xs, mask, not reverse, unroll, scan)
+  def sequence(params, carry, xs, mask, options):
+    cf, hf = _unroll.run(forward, params.forward, carry.forward, xs, mask, options)
+    cb, hb = _unroll.run(backward, params.backward, carry.backward, xs, mask,
+                         options._replace(reverse=not options.reverse))
     return BidirectionalCarry(cf, cb), jnp.concatenate([hf, hb], axis=-1)
 
   def input_size_fn(params):

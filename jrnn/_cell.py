@@ -56,8 +56,10 @@ class Cell(NamedTuple):
     recur: ``(params, carry, p) -> (carry, h)``, the recurrence on a projected
       input row.
     sequence: optional whole-sequence runner
-      ``(params, carry, xs, mask, reverse, unroll, scan) -> (carry, hs)`` used
-      by composite layers; when given, :func:`jrnn.unroll` delegates to it.
+      ``(params, carry, xs, mask, options) -> (carry, hs)`` used by composite
+      layers, ``options`` a ``jrnn._unroll.Options`` (``reverse``, ``unroll``,
+      ``scan``, ``projection``, ``remat``, ``vjp``); when given,
+      :func:`jrnn.unroll` delegates to it.
     name: a short name used in error messages.
     linear: optional ``(params, xs) -> (a, b)`` for a cell whose recurrence is
       linear in the carry, ``c_t = a_t ⊙ c_{t-1} + b_t`` elementwise, with
@@ -70,6 +72,13 @@ class Cell(NamedTuple):
     readout: optional ``(params, cs, xs) -> hs`` turning the carries of all
       steps ``cs: [T, ...]`` into outputs ``[T, hidden_size]``, for linear cells
       whose output is not the carry (the LRU); ``None`` means ``hs = cs``.
+    recurrent: optional ``(params, carry) -> q``, the recurrent product of a
+      step, affine in the carry (``h W_h``, plus GRU's ``b_hn``), holding every
+      use of the params that ``project`` does not.
+    update: optional ``(carry, p, q) -> (carry, h)``, the parameter-free rest
+      of the step, so that ``recur(params, c, p) == update(c, p,
+      recurrent(params, c))``. With both, ``jrnn.unroll(..., vjp="fused")``
+      computes the weight gradients as single matrix products (cuDNN's split).
   """
 
   init: Callable[..., Params]
@@ -83,6 +92,8 @@ class Cell(NamedTuple):
   name: str = "cell"
   linear: Optional[Callable[[Params, jax.Array], tuple[Any, Any]]] = None
   readout: Optional[Callable[[Params, Carry, jax.Array], jax.Array]] = None
+  recurrent: Optional[Callable[[Params, Carry], jax.Array]] = None
+  update: Optional[Callable[[Carry, jax.Array, jax.Array], tuple[Carry, jax.Array]]] = None
 
 
 class LogCoefficients(NamedTuple):
@@ -132,15 +143,23 @@ def check_x(cell_name: str, x: Any, input_size: int, dtype: jnp.dtype, what: str
   return x.astype(dtype)
 
 
-def projected_cell(*, name, hidden_size, init, initial_carry, project, recur, input_size=None,
+def projected_cell(*, name, hidden_size, init, initial_carry, project, recur=None, input_size=None,
                    **fields) -> Cell:
   """A :class:`Cell` whose step is ``recur(params, carry, project(params, x))``.
 
   Builds the public ``step`` (which checks ``x`` and casts it to the params'
   dtype) from the hoistable ``project`` and the ``recur`` that
   :func:`jrnn.unroll` scans. ``input_size`` defaults to ``params.wx.shape[0]``;
-  ``fields`` are the optional :class:`Cell` fields (``linear``, ``readout``).
+  ``fields`` are the optional :class:`Cell` fields (``linear``, ``readout``,
+  ``recurrent``, ``update``). Without ``recur``, it is built from
+  ``fields["recurrent"]`` and ``fields["update"]``.
   """
+  if recur is None:
+    recurrent, update = fields["recurrent"], fields["update"]
+
+    def recur(params, carry, p):
+      return update(carry, p, recurrent(params, carry))
+
   if input_size is None:
     def input_size(params):
       return params.wx.shape[0]

@@ -100,9 +100,12 @@ def elman(
   def project(params, xs):
     return _cell.affine(xs, params.wx, params.b)
 
-  def recur(params, s, p):
-    s = phi(p + s @ params.wh)
+  def recurrent(params, s):
+    return s @ params.wh
+
+  def update(s, p, q):
+    s = phi(p + q)
     return s, s
 
   return _cell.projected_cell(name=name, hidden_size=hidden_size, init=init_fn, initial_carry=initial_carry,
-                              project=project, recur=recur)
+                              project=project, recurrent=recurrent, update=update)

@@ -74,13 +74,16 @@ def gru(hidden_size: int, *, dtype=jnp.float32) -> _cell.Cell:
   def project(params, xs):
     return _cell.affine(xs, params.wx, params.b)
 
-  def recur(params, h, p):
-    hh = h @ params.wh
-    r = jax.nn.sigmoid(p[..., :H] + hh[..., :H])
-    z = jax.nn.sigmoid(p[..., H:2 * H] + hh[..., H:2 * H])
-    n = jnp.tanh(p[..., 2 * H:] + r * (hh[..., 2 * H:] + params.bhn))
+  def recurrent(params, h):
+    # [r | z | n] blocks; b_hn joins the n block (inside the reset gate), + 0 elsewhere.
+    return _cell.affine(h, params.wh, jnp.pad(params.bhn, (2 * H, 0)))
+
+  def update(h, p, q):
+    r = jax.nn.sigmoid(p[..., :H] + q[..., :H])
+    z = jax.nn.sigmoid(p[..., H:2 * H] + q[..., H:2 * H])
+    n = jnp.tanh(p[..., 2 * H:] + r * q[..., 2 * H:])
     h = (1.0 - z) * n + z * h
     return h, h
 
   return _cell.projected_cell(name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry,
-                              project=project, recur=recur)
+                              project=project, recurrent=recurrent, update=update)

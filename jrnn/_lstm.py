@@ -79,8 +79,11 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, dtype=jnp.float32) -> _c
   def project(params, xs):
     return _cell.affine(xs, params.wx, params.b)
 
-  def recur(params, carry, p):
-    gates = p + carry.h @ params.wh
+  def recurrent(params, carry):
+    return carry.h @ params.wh
+
+  def update(carry, p, q):
+    gates = p + q
     i = jax.nn.sigmoid(gates[..., :H])
     f = jax.nn.sigmoid(gates[..., H:2 * H])
     g = jnp.tanh(gates[..., 2 * H:3 * H])
@@ -90,4 +93,4 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, dtype=jnp.float32) -> _c
     return LSTMCarry(h, c), h
 
   return _cell.projected_cell(name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry,
-                              project=project, recur=recur)
+                              project=project, recurrent=recurrent, update=update)

@@ -23,8 +23,9 @@ def stack(cells: Sequence[_cell.Cell]) -> _cell.Cell:
   (so it works for generation), while :func:`jrnn.unroll` runs it layer by
   layer over the whole sequence, so each layer's input projection is one matrix
   product (as cuDNN does). Masks and ``reverse`` apply to every layer, which
-  gives the same result as stepping through time. ``jrnn.unroll``'s ``scan``
-  is passed to every layer (``"auto"`` decides per layer). Layers may be
+  gives the same result as stepping through time. ``jrnn.unroll``'s options
+  (``scan``, ``projection``, ``remat``, ``vjp`` ...) are passed to every layer
+  (``"auto"`` decides per layer). Layers may be
   :func:`jrnn.bidirectional` (then the stack cannot be stepped, only unrolled),
   as in PyTorch's ``nn.LSTM(num_layers=L, bidirectional=True)``.
 
@@ -61,10 +62,10 @@ def stack(cells: Sequence[_cell.Cell]) -> _cell.Cell:
   def initial_carry(params):
     return tuple(c.initial_carry(p) for c, p in zip(cells, params))
 
-  def sequence(params, carry, xs, mask, reverse, unroll, scan):
+  def sequence(params, carry, xs, mask, options):
     carries = []
     for c, p, h0 in zip(cells, params, carry):
-      h_last, xs = _unroll.run(c, p, h0, xs, mask, reverse, unroll, scan)
+      h_last, xs = _unroll.run(c, p, h0, xs, mask, options)
       carries.append(h_last)
     return tuple(carries), xs
 

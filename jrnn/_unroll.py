@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,9 @@ def unroll(
     reverse: bool = False,
     unroll: int = 1,
     scan: str = "auto",
+    projection: str = "auto",
+    remat: Any = None,
+    vjp: str = "autodiff",
 ) -> tuple[Any, jax.Array]:
   """Runs ``cell`` over a sequence with ``jax.lax.scan``.
 
@@ -28,9 +31,42 @@ def unroll(
 
      (c_t, h_t) = \\mathrm{step}(c_{t-1}, x_t), \\quad t = 1 \\ldots T
 
-  The carry-independent input projection ``x_t W_x + b`` is computed for all
-  ``T`` steps in one matrix product before the scan; only the recurrence runs
-  inside it.
+  Each step is split in two: the carry-independent input projection
+  ``p_t = x_t W_x + b`` (``cell.project``) and the recurrence on it
+  (``cell.recur``). ``projection="hoisted"`` computes ``p`` for all ``T``
+  steps as one ``[T, I] @ [I, G·H]`` matrix product before the scan, so only
+  ``h_{t-1} W_h`` runs inside it (cuDNN's schedule); ``"per_step"`` projects
+  ``x_t`` inside the scan body. Same results (up to rounding); which is faster
+  depends on the backend: on XLA:CPU the per-step form was faster in all 36
+  rows of the benchmark's quick grid (1.04-2.71x, ``benchmarks/NOTES.md``),
+  because reading the ``[T, G·H]`` slab inside the loop costs more than the
+  small product it saves. ``"auto"`` (the default) takes
+  ``AUTO_PROJECTION[jax.default_backend()]``: per-step on CPU (measured),
+  hoisted on GPU and TPU (cuDNN's choice; not yet measured in jrnn).
+
+  ``remat`` trades compute for activation memory in the backward pass
+  (gradient checkpointing, Chen et al. 2016; Griewank & Walther 2000):
+  ``"step"`` wraps the scan body in ``jax.checkpoint``, so only the carry of
+  each step is stored and the gates are recomputed; ``"sqrt"`` is the
+  two-level scheme, an outer scan over chunks of ``K = round(√T)`` steps whose
+  body (the inner scan over a chunk, with that chunk's projection) is
+  checkpointed, so the forward pass stores only the ``T/K`` carries at chunk
+  boundaries and the backward pass recomputes one chunk at a time:
+  ``O(√T)`` stored steps instead of ``O(T)`` for about one extra forward
+  pass. An int ``K`` is the same with chunks of ``K`` steps. Values do not
+  change, only what is stored.
+
+  ``vjp="fused"`` replaces autodiff of the scan by a hand-written backward pass
+  (:mod:`jrnn._fused`, for cells with ``cell.recurrent`` and ``cell.update``:
+  elman, gru, lstm): the backward scan carries only ``∂L/∂c_t`` and emits
+  ``∂L/∂p_t`` and ``∂L/∂q_t`` (``q_t`` the recurrent product); the weight
+  gradients are then single matrix products over all ``T·B`` rows,
+  ``∂L/∂W_h = Σ_t h_{t-1}ᵀ ∂L/∂q_t`` and ``∂L/∂W_x = Σ_t x_tᵀ ∂L/∂p_t``, as
+  cuDNN computes them, instead of ``T`` rank-``B`` updates accumulated in the
+  scan carry. Under ``jax.vmap`` the batch is handled as one ``[B, ...]``
+  problem (``jax.custom_batching.custom_vmap``), so those products contract
+  over the batch too. Same gradients to float rounding; reverse mode only (no
+  ``jax.jvp``, no second derivatives); default ``"autodiff"``.
 
   With a ``mask``, steps where ``mask[t]`` is False leave the carry unchanged
   and give a zero output row; holes may be anywhere, not only at the end.
@@ -76,11 +112,24 @@ def unroll(
     unroll: how many steps ``lax.scan`` unrolls per loop iteration (speed only).
     scan: ``"sequential"`` (``lax.scan`` over ``cell.recur``),
       ``"associative"`` (``lax.associative_scan`` over ``cell.linear``; raises
-      ValueError for a cell without it) or ``"auto"`` (see above). Passed on to
-      the layers of :func:`jrnn.stack` and :func:`jrnn.bidirectional`.
+      ValueError for a cell without it) or ``"auto"`` (see above).
+    projection: ``"hoisted"``, ``"per_step"`` or ``"auto"`` (see above).
+    remat: ``None`` (store every step's residuals), ``"step"``, ``"sqrt"`` or
+      a positive int chunk length (see above).
+    vjp: ``"autodiff"`` (``jax.grad`` through the scan) or ``"fused"`` (see
+      above).
+
+    All of ``reverse`` ... ``vjp`` are passed on to the layers of
+    :func:`jrnn.stack` and :func:`jrnn.bidirectional`.
 
   Returns:
     ``(carry, hs)`` with ``hs: [T, hidden_size]``.
+
+  References:
+    Chen, Xu, Zhang & Guestrin, "Training deep nets with sublinear memory
+    cost", arXiv:1604.06174 (2016).
+    Appleyard, Kocisky & Blunsom, "Optimizing performance of recurrent neural
+    networks on GPUs", arXiv:1604.01946 (2016).
 
   Example::
 
@@ -90,14 +139,126 @@ def unroll(
     carry, hs = batched(jnp.ones((4, 20, 8)), jnp.ones((4, 20), bool))   # hs: [4, 20, 32]
   """
   xs, carry, mask = check_inputs(cell, params, xs, carry, mask, "jrnn.unroll")
-  if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
-    raise ValueError(f"jrnn.unroll: unroll must be a positive int, got {unroll!r}.")
-  if scan not in SCANS:
-    raise ValueError(f"jrnn.unroll: scan must be one of {SCANS}, got {scan!r}.")
-  return run(cell, params, carry, xs, mask, bool(reverse), unroll, scan)
+  options = check_options(Options(bool(reverse), unroll, scan, projection, remat, vjp), "jrnn.unroll")
+  return run(cell, params, carry, xs, mask, options)
+
+
+def unroll_batch(
+    cell: _cell.Cell,
+    params: Any,
+    xs: jax.typing.ArrayLike,
+    carry: Any = None,
+    *,
+    mask: Optional[jax.typing.ArrayLike] = None,
+    reverse: bool = False,
+    unroll: int = 1,
+    scan: str = "auto",
+    projection: str = "auto",
+    remat: Any = None,
+    vjp: str = "autodiff",
+) -> tuple[Any, jax.Array]:
+  """:func:`unroll` over a batch of sequences ``xs: [B, T, input_size]``.
+
+  The same as ``jax.vmap`` of :func:`unroll` over the leading axis of ``xs``,
+  ``carry`` and ``mask`` (params shared), with the same options. The
+  difference is ``vjp="fused"``: here the custom VJP sees the whole batch,
+  so the weight gradients are single matrix products over all ``T·B`` rows,
+  ``∂L/∂W_h = Σ_{t,b} h_{t-1}ᵀ ∂L/∂q_t`` (see :mod:`jrnn._fused`), rather
+  than one per sequence summed afterwards. Composite cells
+  (:func:`jrnn.stack`, :func:`jrnn.bidirectional`) run their layers per
+  sequence under ``vmap``.
+
+  Args:
+    cell, params, reverse, unroll, scan, projection, remat, vjp: as in
+      :func:`unroll`.
+    xs: inputs ``[B, T, input_size]``, floating point.
+    carry: the initial carry, every leaf with a leading ``[B]`` axis; ``None``
+      for ``cell.initial_carry(params)`` for every sequence.
+    mask: optional boolean ``[B, T]``.
+
+  Returns:
+    ``(carry, hs)``: every carry leaf ``[B, ...]``, ``hs: [B, T, hidden_size]``.
+
+  Example::
+
+    cell = jrnn.lstm(128)
+    params = cell.init(jax.random.key(0), 16)
+    carry, hs = jrnn.unroll_batch(cell, params, jnp.ones((32, 100, 16)), vjp="fused")
+  """
+  fn_name = "jrnn.unroll_batch"
+  if not isinstance(cell, _cell.Cell):
+    raise TypeError(f"{fn_name}: cell must be a jrnn.Cell (e.g. jrnn.elman(16)), got {type(cell).__name__}.")
+  xs = jnp.asarray(xs)
+  if xs.ndim != 3:
+    raise ValueError(
+        f"{fn_name}: xs must have shape [B, T, input_size] = [B, T, {cell.input_size(params)}], got shape "
+        f"{tuple(xs.shape)} (rank {xs.ndim}). For one sequence use jrnn.unroll.")
+  B = xs.shape[0]
+  for what, tree in (("carry", carry), ("mask", mask)):
+    for leaf in jax.tree_util.tree_leaves(tree):
+      if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != B:
+        raise ValueError(f"{fn_name}: every {what} leaf needs the leading batch axis B={B} of xs "
+                         f"{tuple(xs.shape)}, got shape {tuple(jnp.shape(leaf))}.")
+  options = check_options(Options(bool(reverse), unroll, scan, projection, remat, vjp), fn_name)
+
+  # Check one sequence's shapes and dtypes with unroll's own messages (names the same arguments).
+  one = lambda t: None if t is None else jax.tree_util.tree_map(lambda x: jnp.asarray(x)[0], t)
+  jax.eval_shape(lambda x, c, m: check_inputs(cell, params, x, c, m, fn_name), one(xs), one(carry), one(mask))
+  xs = xs.astype(_cell.params_dtype(params))
+  if carry is None:
+    carry = jax.tree_util.tree_map(lambda c: jnp.broadcast_to(c, (B,) + c.shape), cell.initial_carry(params))
+  carry = jax.tree_util.tree_map(lambda c, e: jnp.asarray(c).astype(e.dtype), carry,
+                                 jax.eval_shape(cell.initial_carry, params))
+  if mask is not None:
+    mask = jnp.asarray(mask)
+
+  if (options.vjp == "fused" and cell.sequence is None
+      and resolve_scan(cell, options.scan, xs.shape[1]) == "sequential"):
+    from jrnn import _fused  # pylint: disable=g-import-not-at-top (it imports this module)
+    return _fused.batch_sequence(cell, params, carry, xs, mask, options)
+  return jax.vmap(lambda x, c, m: run(cell, params, c, x, m, options))(xs, carry, mask)
 
 
 SCANS = ("sequential", "associative", "auto")
+PROJECTIONS = ("hoisted", "per_step", "auto")
+REMATS = (None, "step", "sqrt")
+VJPS = ("autodiff", "fused")
+
+# projection="auto" per backend (jax.default_backend()); other backends: "hoisted".
+AUTO_PROJECTION = {"cpu": "per_step", "gpu": "hoisted", "tpu": "hoisted"}
+
+
+class Options(NamedTuple):
+  """How :func:`unroll` runs a sequence (see its arguments); passed to ``cell.sequence``."""
+
+  reverse: bool = False
+  unroll: int = 1
+  scan: str = "auto"
+  projection: str = "auto"
+  remat: Any = None
+  vjp: str = "autodiff"
+
+
+def check_options(options: Options, fn_name: str) -> Options:
+  """Raises ValueError for an option outside its documented values."""
+  unroll = options.unroll
+  if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+    raise ValueError(f"{fn_name}: unroll must be a positive int, got {unroll!r}.")
+  if options.scan not in SCANS:
+    raise ValueError(f"{fn_name}: scan must be one of {SCANS}, got {options.scan!r}.")
+  if options.projection not in PROJECTIONS:
+    raise ValueError(f"{fn_name}: projection must be one of {PROJECTIONS}, got {options.projection!r}.")
+  remat = options.remat
+  is_chunk = isinstance(remat, int) and not isinstance(remat, bool) and remat >= 1
+  if not is_chunk and not (remat is None or (isinstance(remat, str) and remat in REMATS)):
+    raise ValueError(f"{fn_name}: remat must be None, 'step', 'sqrt' or a positive int chunk length, "
+                     f"got {remat!r}.")
+  if options.vjp not in VJPS:
+    raise ValueError(f"{fn_name}: vjp must be one of {VJPS}, got {options.vjp!r}.")
+  if options.vjp == "fused" and remat is not None:
+    raise ValueError(f"{fn_name}: vjp='fused' stores its own residuals and cannot be combined with "
+                     f"remat={remat!r}; use vjp='autodiff' with remat.")
+  return options
 
 # scan="auto" uses the associative scan for linear cells from this length on,
 # per backend (jax.default_backend()); None: never. CPU measured (see unroll's
@@ -122,27 +283,88 @@ def resolve_scan(cell, scan, length):
   return "sequential"
 
 
-def run(cell, params, carry, xs, mask, reverse, unroll, scan="sequential"):
+def resolve_projection(projection):
+  """``"hoisted"`` or ``"per_step"``: what ``projection`` means on the default backend."""
+  if projection == "auto":
+    return AUTO_PROJECTION.get(jax.default_backend(), "hoisted")
+  return projection
+
+
+def run(cell, params, carry, xs, mask, options=Options()):
   """:func:`unroll` on already-checked arguments (used by composite layers)."""
   if cell.sequence is not None:
-    return cell.sequence(params, carry, xs, mask, reverse, unroll, scan)
-  if resolve_scan(cell, scan, xs.shape[0]) == "associative":
-    return associative(cell, params, carry, xs, mask, reverse)
-  ps = cell.project(params, xs)
+    return cell.sequence(params, carry, xs, mask, options)
+  if resolve_scan(cell, options.scan, xs.shape[0]) == "associative":
+    return associative(cell, params, carry, xs, mask, options.reverse)
+  if options.vjp == "fused":
+    from jrnn import _fused  # pylint: disable=g-import-not-at-top (it imports this module)
+    return _fused.sequence(cell, params, carry, xs, mask, options)
+  return scan_sequence(cell, params, carry, xs, mask, options)
 
-  def recur(c, p):
-    return cell.recur(params, c, p)
 
-  if mask is None:
-    return lax.scan(recur, carry, ps, reverse=reverse, unroll=unroll)
+def scan_sequence(cell, params, carry, xs, mask, options):
+  """``lax.scan`` over ``cell.recur`` with the projection and remat of ``options``."""
+  per_step = resolve_projection(options.projection) == "per_step"
+  reverse, remat = options.reverse, options.remat
 
-  def masked_recur(c, p_m):
-    p, m = p_m
-    new_c, h = recur(c, p)
-    c = jax.tree_util.tree_map(lambda n, o: jnp.where(m, n, o), new_c, c)
-    return c, jnp.where(m, h, jnp.zeros_like(h))
+  def body(c, inputs):
+    p, m = inputs
+    if per_step:
+      p = cell.project(params, p)
+    new_c, h = cell.recur(params, c, p)
+    if m is None:
+      return new_c, h
+    new_c = jax.tree_util.tree_map(lambda n, o: jnp.where(m, n, o), new_c, c)
+    return new_c, jnp.where(m, h, jnp.zeros_like(h))
 
-  return lax.scan(masked_recur, carry, (ps, mask), reverse=reverse, unroll=unroll)
+  def segment(c, inputs, step_body=body):
+    x, m = inputs
+    p = x if per_step else cell.project(params, x)
+    return lax.scan(step_body, c, (p, m), reverse=reverse, unroll=options.unroll)
+
+  if remat is None:
+    return segment(carry, (xs, mask))
+  if remat == "step":
+    return segment(carry, (xs, mask), jax.checkpoint(body))
+  T = xs.shape[0]
+  chunk = max(1, round(T ** 0.5)) if remat == "sqrt" else min(remat, T)
+  return chunked_scan(jax.checkpoint(segment), carry, (xs, mask), chunk, reverse)
+
+
+def chunked_scan(segment, carry, inputs, chunk, reverse):
+  """``segment`` over ``inputs`` (leading axis ``T``) in chunks of ``chunk`` steps.
+
+  An outer ``lax.scan`` runs ``segment(carry, chunk_inputs) -> (carry, ys)``
+  over the ``T // chunk`` full chunks, then once more over the remaining
+  ``T % chunk`` steps (first instead of last when ``reverse``), so that the
+  carry flows through the steps in order. With a checkpointed ``segment``
+  this is the two-level remat scheme.
+  """
+  T = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+  n, r = divmod(T, chunk)  # chunk <= T, so n >= 1
+
+  main = jax.tree_util.tree_map(lambda x: x[:n * chunk].reshape((n, chunk) + x.shape[1:]), inputs)
+  rest = jax.tree_util.tree_map(lambda x: x[n * chunk:], inputs)
+
+  def run_main(c):
+    c, ys = lax.scan(segment, c, main, reverse=reverse)
+    return c, jax.tree_util.tree_map(lambda y: y.reshape((n * chunk,) + y.shape[2:]), ys)
+
+  parts = []
+  if reverse:
+    if r:
+      carry, ys = segment(carry, rest)
+      parts.append(ys)
+    carry, ys = run_main(carry)
+    parts.insert(0, ys)
+  else:
+    carry, ys = run_main(carry)
+    parts.append(ys)
+    if r:
+      carry, ys = segment(carry, rest)
+      parts.append(ys)
+  ys = jax.tree_util.tree_map(lambda *y: jnp.concatenate(y, axis=0), *parts)
+  return carry, ys
 
 
 def _where_mask(mask, x, fill):

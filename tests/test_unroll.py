@@ -201,15 +201,42 @@ def test_hypothesis_shapes_and_masks_match_loop(T, I, H, cell_name, reverse, mas
     jax.config.update("jax_enable_x64", False)
 
 
-def test_input_projection_is_hoisted_out_of_the_scan():
-  """The [T, I] @ [I, G*H] product appears once outside the loop, not per step inside it."""
-  cell = jrnn.lstm(16)
+def _dots(cell, projection):
+  """Shapes of the products outside and inside the scan of ``jrnn.unroll``'s jaxpr."""
   params = cell.init(jax.random.key(0), 8)
   xs = jnp.ones((32, 8))
-  jaxpr = jax.make_jaxpr(lambda p, x: jrnn.unroll(cell, p, x))(params, xs)
-  top_dots = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
-  assert [tuple(e.outvars[0].aval.shape) for e in top_dots] == [(32, 64)]
+  jaxpr = jax.make_jaxpr(lambda p, x: jrnn.unroll(cell, p, x, projection=projection))(params, xs)
+  outer = [tuple(e.outvars[0].aval.shape) for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
   scan = next(e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan")
   inner = [tuple(e.outvars[0].aval.shape) for e in scan.params["jaxpr"].jaxpr.eqns
            if e.primitive.name == "dot_general"]
+  return outer, inner
+
+
+def test_input_projection_is_hoisted_out_of_the_scan():
+  """projection="hoisted": the [T, I] @ [I, G*H] product appears once outside the loop, not per step."""
+  outer, inner = _dots(jrnn.lstm(16), "hoisted")
+  assert outer == [(32, 64)]
   assert inner == [(64,)]  # only h @ Wh inside the recurrence
+
+
+def test_per_step_projection_runs_inside_the_scan():
+  """projection="per_step": no product outside; x_t @ Wx and h @ Wh inside; same values as hoisted."""
+  cell = jrnn.lstm(16)
+  outer, inner = _dots(cell, "per_step")
+  assert outer == [] and sorted(inner) == [(64,), (64,)]
+  params = cell.init(jax.random.key(0), 8)
+  xs = jax.random.normal(jax.random.key(1), (32, 8))
+  a = jrnn.unroll(cell, params, xs, projection="hoisted")
+  b = jrnn.unroll(cell, params, xs, projection="per_step")
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
+
+
+def test_auto_projection_follows_the_backend_table(monkeypatch):
+  """projection="auto" is AUTO_PROJECTION[backend]: per-step on CPU (measured), hoisted elsewhere."""
+  from jrnn import _unroll
+  assert _unroll.resolve_projection("auto") == _unroll.AUTO_PROJECTION[jax.default_backend()]
+  monkeypatch.setattr(_unroll, "AUTO_PROJECTION", {})
+  assert _unroll.resolve_projection("auto") == "hoisted"
+  assert _dots(jrnn.lstm(16), "auto")[0] == [(32, 64)]
