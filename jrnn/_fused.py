@@ -1,0 +1,144 @@
+"""BPTT with the weight gradients as single matrix products: ``vjp="fused"``.
+
+The backward pass of a recurrent layer, written by hand as a ``jax.custom_vjp``
+in the way cuDNN schedules it (Appleyard et al., 2016). A step is split into
+the input projection, the recurrent product and the parameter-free rest
+(``cell.project``, ``cell.recurrent``, ``cell.update``):
+
+.. math::
+
+   p_t = x_t W_x + b, \\qquad q_t = h_{t-1} W_h\\,(+\\,b_{hn}), \\qquad
+   (c_t, h_t) = \\mathrm{update}(c_{t-1}, p_t, q_t)
+
+The backward scan runs from ``t = T`` to ``1`` carrying only
+``\\bar c_t = ∂L/∂c_t`` and emits ``\\bar p_t`` and ``\\bar q_t`` (the VJP of
+``update``, plus ``\\bar q_t W_hᵀ`` into ``\\bar c_{t-1}``). The weight
+gradients are then one matrix product each over all ``T·B`` rows, instead of
+``T`` rank-``B`` updates accumulated inside the scan (what autodiff of
+``lax.scan`` does):
+
+.. math::
+
+   \\frac{∂L}{∂W_h} = \\sum_{t,b} h_{t-1}^{\\top} \\bar q_t, \\qquad
+   \\frac{∂L}{∂W_x} = \\sum_{t,b} x_t^{\\top} \\bar p_t, \\qquad
+   \\frac{∂L}{∂b} = \\sum_{t,b} \\bar p_t, \\qquad
+   \\frac{∂L}{∂x_t} = \\bar p_t W_x^{\\top}
+
+The forward pass stores ``c_{t-1}``, ``p_t`` and ``q_t`` of every step.
+
+The custom VJP is defined on the batched layer (``[B, T, I]``), so the sums
+run over the batch as well: :func:`jrnn.unroll_batch` uses it directly. A
+single sequence (:func:`jrnn.unroll`) runs as a batch of one; under a user's
+``jax.vmap`` JAX then computes per-sequence weight gradients and sums them,
+which is correct but gives up the single product over the batch.
+
+Reverse mode only: like any ``jax.custom_vjp``, no ``jax.jvp`` and no
+second derivatives.
+
+References:
+  Appleyard, Kocisky & Blunsom, "Optimizing performance of recurrent neural
+  networks on GPUs", arXiv:1604.01946 (2016).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jrnn import _unroll
+
+_tree_map = jax.tree_util.tree_map
+
+
+def check_cell(cell, fn_name):
+  if cell.recurrent is None or cell.update is None:
+    raise ValueError(
+        f"{fn_name}: vjp='fused' needs a cell split into cell.recurrent and cell.update "
+        f"(jrnn.elman, jrnn.gru, jrnn.lstm); {cell.name} is not. Use vjp='autodiff'.")
+
+
+def sequence(cell, params, carry, xs, mask, options):
+  """:func:`jrnn.unroll` with ``vjp="fused"`` on one sequence: a batch of one."""
+  check_cell(cell, "jrnn.unroll")
+  add = lambda t: _tree_map(lambda x: x[None], t)
+  carry, hs = batch_sequence(cell, params, add(carry), xs[None], None if mask is None else mask[None],
+                             options)
+  return _tree_map(lambda x: x[0], carry), hs[0]
+
+
+def batch_sequence(cell, params, carry, xs, mask, options):
+  """The fused layer on a batch: ``carry`` leaves ``[B, ...]``, ``xs: [B, T, I]``, ``mask: [B, T]``."""
+  check_cell(cell, "jrnn.unroll_batch")
+  fn = _layer(cell, _unroll.resolve_projection(options.projection) == "per_step", options.reverse,
+              options.unroll)
+  return fn(params, carry, xs, mask)
+
+
+def _bcast(m, x):
+  """``m: [B]`` reshaped to broadcast against ``x: [B, ...]`` (rank promotion may raise)."""
+  return jnp.reshape(m, m.shape + (1,) * (x.ndim - 1))
+
+
+@functools.lru_cache(maxsize=None)
+def _layer(cell, per_step, reverse, unroll):
+  """The custom-VJP layer ``(params, carry, xs, mask) -> (carry, hs)`` for one configuration."""
+  recurrent = jax.vmap(cell.recurrent, (None, 0))   # over the batch
+  update = jax.vmap(cell.update)
+
+  def forward(params, c0, xs, mask):
+    xs_t = jnp.swapaxes(xs, 0, 1)                   # [T, B, I]
+    m_t = None if mask is None else mask.T          # [T, B]
+    inputs = xs_t if per_step else cell.project(params, xs_t)
+
+    def body(c, inp):
+      x, m = inp
+      p = cell.project(params, x) if per_step else x
+      q = recurrent(params, c)
+      new_c, h = update(c, p, q)
+      if m is not None:
+        new_c = _tree_map(lambda n, o: jnp.where(_bcast(m, n), n, o), new_c, c)
+        h = jnp.where(_bcast(m, h), h, jnp.zeros_like(h))
+      return new_c, (h, c, p if per_step else None, q)
+
+    cT, (hs, cs, ps, qs) = lax.scan(body, c0, (inputs, m_t), reverse=reverse, unroll=unroll)
+    ps = ps if per_step else inputs
+    return (cT, jnp.swapaxes(hs, 0, 1)), (params, xs_t, m_t, cs, ps, qs)
+
+  def backward(res, cotangents):
+    params, xs_t, m_t, cs, ps, qs = res
+    dcT, dhs = cotangents
+    dhs_t = jnp.swapaxes(dhs, 0, 1)
+
+    def body(dc, inp):
+      c, p, q, dh, m = inp
+      d_new = dc
+      if m is not None:
+        dh = jnp.where(_bcast(m, dh), dh, jnp.zeros_like(dh))
+        d_new = _tree_map(lambda d: jnp.where(_bcast(m, d), d, jnp.zeros_like(d)), dc)
+      _, update_vjp = jax.vjp(update, c, p, q)
+      dc_prev, dp, dq = update_vjp((d_new, dh))
+      _, recurrent_vjp = jax.vjp(lambda c_: recurrent(params, c_), c)
+      (dc_rec,) = recurrent_vjp(dq)
+      dc_prev = _tree_map(jnp.add, dc_prev, dc_rec)
+      if m is not None:   # a masked step passed the carry through unchanged
+        dc_prev = _tree_map(lambda a, d: a + jnp.where(_bcast(m, d), jnp.zeros_like(d), d), dc_prev, dc)
+      return dc_prev, (dp, dq)
+
+    dc0, (dps, dqs) = lax.scan(body, dcT, (cs, ps, qs, dhs_t, m_t), reverse=not reverse, unroll=unroll)
+    # The weight gradients: one product over all T·B rows each.
+    _, recurrent_vjp = jax.vjp(lambda p_: jax.vmap(recurrent, (None, 0))(p_, cs), params)
+    (d_recurrent,) = recurrent_vjp(dqs)
+    _, project_vjp = jax.vjp(cell.project, params, xs_t)
+    d_project, dxs_t = project_vjp(dps)
+    dparams = _tree_map(jnp.add, d_recurrent, d_project)
+    return dparams, dc0, jnp.swapaxes(dxs_t, 0, 1), None   # no cotangent for the boolean mask
+
+  @jax.custom_vjp
+  def layer(params, c0, xs, mask):
+    return forward(params, c0, xs, mask)[0]
+
+  layer.defvjp(forward, backward)
+  return layer
