@@ -61,9 +61,8 @@ def _data(cfg: Config, seed: int = 0):
 
 # --- jrnn --------------------------------------------------------------------------------------
 
-def _jrnn_fns(cfg: Config, mode: str, unroll: int = 1, *, per_step: bool = False):
-  """jrnn's cell + linear head; ``per_step`` projects the input inside the scan instead of
-  hoisting it (the ``jrnn_perstep`` variant, a lever under measurement: see NOTES.md)."""
+def _jrnn_fns(cfg: Config, mode: str, unroll: int = 1, **options):
+  """jrnn's cell + linear head on the batch, ``jrnn.unroll_batch(..., **options)``."""
   import jrnn
   from jrnn.experiments import CELLS
   cell = CELLS[cfg.cell](cfg.hidden)
@@ -71,14 +70,8 @@ def _jrnn_fns(cfg: Config, mode: str, unroll: int = 1, *, per_step: bool = False
   k1, k2 = jax.random.split(jax.random.key(0))
   params = (cell.init(k1, cfg.input_size), head.init(k2, cfg.hidden))
 
-  def one(p, x):
-    if not per_step:
-      return jrnn.unroll(cell, p, x, unroll=unroll)[1]
-    body = lambda c, x_t: cell.recur(p, c, cell.project(p, x_t))
-    return jax.lax.scan(body, cell.initial_carry(p), x, unroll=unroll)[1]
-
   def forward(params, xs):
-    return head.apply(params[1], jax.vmap(lambda x: one(params[0], x))(xs))
+    return head.apply(params[1], jrnn.unroll_batch(cell, params[0], xs, unroll=unroll, **options)[1])
 
   return _jax_fns(forward, params, cfg, mode)
 
@@ -151,8 +144,15 @@ def _torch_fns(cfg: Config, mode: str, unroll: int = 1):
   return call, None
 
 
-LIBRARIES: dict[str, Callable] = {"jrnn": _jrnn_fns, "jrnn_perstep": functools.partial(_jrnn_fns, per_step=True),
-                                  "flax": _flax_fns, "torch": _torch_fns}
+# jrnn with the defaults, and variants with one option changed (levers under measurement, NOTES.md).
+LIBRARIES: dict[str, Callable] = {
+    "jrnn": _jrnn_fns,
+    "jrnn_hoisted": functools.partial(_jrnn_fns, projection="hoisted"),
+    "jrnn_perstep": functools.partial(_jrnn_fns, projection="per_step"),
+    "jrnn_fused": functools.partial(_jrnn_fns, vjp="fused"),
+    "flax": _flax_fns,
+    "torch": _torch_fns,
+}
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -179,7 +179,8 @@ def _memory_bytes(lowered):
     return None
 
 
-def bench_config(cfg: Config, mode: str, libs: Sequence[str], repeats: int, warmup: int, unroll: int = 1):
+def bench_config(cfg: Config, mode: str, libs: Sequence[str], repeats: int, warmup: int, unroll: int = 1,
+                 budget_s: float = 60.0):
   """Times one config for every library, interleaved; returns {lib: stats}."""
   calls, results = {}, {}
   for lib in libs:
@@ -189,6 +190,11 @@ def bench_config(cfg: Config, mode: str, libs: Sequence[str], repeats: int, warm
     first = time.perf_counter() - t0
     calls[lib] = call
     results[lib] = {"first_call_s": first, "memory_bytes": _memory_bytes(lowered), "times_s": []}
+  # Long rows (a slow first call) get fewer repeats so the full grid stays within reach of a
+  # 2-core CPU: at least 3, and about `budget_s` of timed calls per library.
+  slowest = max(r["first_call_s"] for r in results.values())
+  if slowest * repeats > budget_s:
+    repeats, warmup = max(3, int(budget_s / slowest)), min(warmup, 1)
   for _ in range(warmup):
     for lib in libs:
       calls[lib]()
@@ -203,7 +209,41 @@ def bench_config(cfg: Config, mode: str, libs: Sequence[str], repeats: int, warm
     r["iqr_s"] = t[(3 * len(t)) // 4] - t[len(t) // 4]
     r["compile_s"] = max(r["first_call_s"] - r["median_s"], 0.0)
     r["gflops"] = cfg.flops(mode) / r["median_s"] / 1e9
+    r["repeats"] = len(t)
   return results
+
+
+REMATS = {"none": None, "step": "step", "sqrt": "sqrt"}
+
+
+def remat_study(cell="lstm", hidden=128, length=16384, batch=32, repeats=3, log=print):
+  """Training step at one long ``T`` with each ``remat`` setting: activation memory and time.
+
+  Memory is XLA's ``temp_size_in_bytes`` of the compiled step (the buffers
+  live during the step other than params, optimizer state and data: on a
+  backward pass, mostly the stored activations); time is the median step,
+  interleaved across the settings.
+  """
+  cfg = Config(cell, hidden, length, batch)
+  fns = {name: _jrnn_fns(cfg, "train", remat=remat) for name, remat in REMATS.items()}
+  out = {}
+  for name, (call, (fn, args)) in fns.items():
+    stats = fn.lower(*args).compile().memory_analysis()
+    out[name] = {"temp_bytes": int(stats.temp_size_in_bytes), "times_s": []}
+    call()
+  for _ in range(repeats):
+    for name, (call, _) in fns.items():
+      t0 = time.perf_counter()
+      call()
+      out[name]["times_s"].append(time.perf_counter() - t0)
+  base = out["none"]
+  for name, r in out.items():
+    r["median_s"] = statistics.median(r["times_s"])
+    r["memory_ratio"] = base["temp_bytes"] / r["temp_bytes"]
+    r["time_ratio"] = r["median_s"] / base["median_s"]
+    log(f"remat={name:>4} {cell} H={hidden} T={length} B={batch}: temp {r['temp_bytes'] / 2**20:9.1f} MiB "
+        f"(none/this {r['memory_ratio']:5.2f}x), step {r['median_s']:7.2f} s (this/none {r['time_ratio']:4.2f}x)")
+  return {"environment": environment(), "config": dataclasses.asdict(cfg), "remat": out}
 
 
 def environment() -> dict:
@@ -226,19 +266,25 @@ def environment() -> dict:
 
 def sweep(cells=("elman", "gru", "lstm"), hidden=(64, 256, 1024), lengths=(16, 128, 1024, 4096),
           modes=("forward", "train"), libs=("jrnn", "flax", "torch"), batch=32, io=32, repeats=7, warmup=2,
-          unroll=1, log=print):
-  """Runs the grid; returns a JSON-ready dict with the environment, the peak and every row."""
+          unroll=1, log=print, skip=()):
+  """Runs the grid; returns a JSON-ready dict with the environment, the peak and every row.
+
+  ``skip``: ``(H, T)`` pairs left out (recorded in the result).
+  """
   peak = matmul_peak_gflops()
   rows = []
   for mode in modes:
     for cell in cells:
       for H in hidden:
         for T in lengths:
+          if (H, T) in skip:
+            continue
           cfg = Config(cell, H, T, batch, io, io)
           res = bench_config(cfg, mode, libs, repeats, warmup, unroll)
           rows.append({"mode": mode, **dataclasses.asdict(cfg), "results": res})
           log(format_row(rows[-1], libs, peak))
-  return {"environment": environment(), "matmul_peak_gflops": peak, "unroll": unroll, "rows": rows}
+  return {"environment": environment(), "matmul_peak_gflops": peak, "unroll": unroll, "rows": rows,
+          "skipped": [list(hw) for hw in skip]}
 
 
 def format_row(row, libs, peak):
@@ -246,9 +292,10 @@ def format_row(row, libs, peak):
   cells = [f"{row['mode']:>7} {row['cell']:>5} H={row['hidden']:<4} T={row['length']:<5}"]
   for lib in libs:
     cells.append(f"{lib} {r[lib]['median_s'] * 1e3:9.2f} ms")
+  first = libs[0]
   for lib in libs[1:]:
-    cells.append(f"jrnn/{lib} {r['jrnn']['median_s'] / r[lib]['median_s']:5.2f}")
-  cells.append(f"jrnn {r['jrnn']['gflops']:6.1f} GFLOP/s ({100 * r['jrnn']['gflops'] / peak:4.1f}% of peak)")
+    cells.append(f"{first}/{lib} {r[first]['median_s'] / r[lib]['median_s']:5.2f}")
+  cells.append(f"{first} {r[first]['gflops']:6.1f} GFLOP/s ({100 * r[first]['gflops'] / peak:4.1f}% of peak)")
   return " | ".join(cells)
 
 
@@ -261,7 +308,8 @@ def plot(result: dict, path: str):
   modes = sorted({r["mode"] for r in rows})
   cells = [c for c in GATES if any(r["cell"] == c for r in rows)]
   fig, axes = plt.subplots(len(modes), len(cells), figsize=(4.5 * len(cells), 3.6 * len(modes)), squeeze=False)
-  styles = {"jrnn": "-", "jrnn_perstep": "-.", "flax": "--", "torch": ":"}
+  styles = {"jrnn": "-", "jrnn_hoisted": "-.", "jrnn_perstep": "-.", "jrnn_fused": "-.", "flax": "--",
+            "torch": ":"}
   for i, mode in enumerate(modes):
     for j, cell in enumerate(cells):
       ax = axes[i][j]
@@ -298,22 +346,37 @@ def main(argv=None) -> int:
   p.add_argument("--repeats", type=int, default=7)
   p.add_argument("--unroll", type=int, default=1)
   p.add_argument("--out", default="benchmarks/results")
+  p.add_argument("--skip", default="", help="H:T pairs to leave out, e.g. 1024:4096 (comma-separated)")
+  p.add_argument("--remat-study", action="store_true",
+                 help="instead of the grid: the training step at T=16384 with remat none/step/sqrt "
+                      "(activation memory and time; --cells/--hidden/--batch pick the model)")
   a = p.parse_args(argv)
   try:
     ints = lambda s: tuple(int(v) for v in s.split(","))
     hidden, lengths = ((64, 256), (16, 128, 512)) if a.quick else (ints(a.hidden), ints(a.lengths))
     cells, modes, libs = tuple(a.cells.split(",")), tuple(a.modes.split(",")), tuple(a.libs.split(","))
+    skip = tuple(tuple(int(v) for v in pair.split(":")) for pair in a.skip.split(",") if pair)
   except ValueError as e:
-    p.error(f"--hidden and --lengths take comma-separated integers ({e})")
+    p.error(f"--hidden, --lengths and --skip take comma-separated integers (H:T pairs for --skip) ({e})")
   for name, values, allowed in (("--cells", cells, GATES), ("--modes", modes, ("forward", "train")),
                                 ("--libs", libs, LIBRARIES)):
     bad = [v for v in values if v not in allowed]
     if bad:
       p.error(f"{name}: unknown {bad}; choose from {sorted(allowed)}")
-  if libs[0] != "jrnn":
-    p.error("--libs must start with jrnn (ratios are jrnn/peer)")
+  if not libs[0].startswith("jrnn"):
+    p.error("--libs must start with jrnn or a jrnn variant (ratios are first/peer)")
+  if a.remat_study:
+    result = remat_study(cells[0], int(a.hidden.split(",")[0]) if a.hidden != "64,256,1024" else 128,
+                         16384, a.batch, repeats=3)
+    os.makedirs(a.out, exist_ok=True)
+    env = result["environment"]
+    path = os.path.join(a.out, f"{env['backend']}-{env['device'].replace(' ', '_')}-{env['date']}-remat.json")
+    with open(path, "w") as f:
+      json.dump(result, f, indent=1)
+    print(f"wrote {path}")
+    return 0
   repeats = 5 if a.quick else a.repeats
-  result = sweep(cells, hidden, lengths, modes, libs, a.batch, 32, repeats, 2, a.unroll)
+  result = sweep(cells, hidden, lengths, modes, libs, a.batch, 32, repeats, 2, a.unroll, skip=skip)
   os.makedirs(a.out, exist_ok=True)
   env = result["environment"]
   stem = os.path.join(a.out, f"{env['backend']}-{env['device'].replace(' ', '_')}-{env['date']}{'-quick' if a.quick else ''}")

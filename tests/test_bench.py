@@ -52,10 +52,11 @@ def test_cli_dispatches_bench(capsys):
 
 @pytest.mark.parametrize("cell", ["elman", "gru", "lstm"])
 @pytest.mark.parametrize("mode", ["forward", "train"])
-def test_perstep_variant_computes_what_jrnn_computes(cell, mode):
-  """The benchmark's per-step-projection variant is the same function as jrnn.unroll (only faster or slower)."""
+@pytest.mark.parametrize("variant", ["jrnn_hoisted", "jrnn_perstep", "jrnn_fused"])
+def test_jrnn_variants_compute_what_jrnn_computes(cell, mode, variant):
+  """Every jrnn variant of the benchmark (one option changed) is the same function as the default (only faster or slower)."""
   cfg = bench.Config(cell, 8, 5, batch=2, input_size=3, output_size=4)
-  (_, (fa, aa)), (_, (fb, ab)) = bench._jrnn_fns(cfg, mode), bench.LIBRARIES["jrnn_perstep"](cfg, mode)
+  (_, (fa, aa)), (_, (fb, ab)) = bench._jrnn_fns(cfg, mode), bench.LIBRARIES[variant](cfg, mode)
   with jax.numpy_dtype_promotion("standard"):  # optax.adam in the train step
     out_a, out_b = fa(*aa), fb(*ab)
   for a, b in zip(jax.tree_util.tree_leaves(out_a), jax.tree_util.tree_leaves(out_b)):
