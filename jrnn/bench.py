@@ -368,9 +368,10 @@ def main(argv=None) -> int:
   if a.remat_study:
     result = remat_study(cells[0], int(a.hidden.split(",")[0]) if a.hidden != "64,256,1024" else 128,
                          16384, a.batch, repeats=3)
-    os.makedirs(a.out, exist_ok=True)
+    out = os.path.join(a.out, "remat")   # a different schema from the grid's files
+    os.makedirs(out, exist_ok=True)
     env = result["environment"]
-    path = os.path.join(a.out, f"{env['backend']}-{env['device'].replace(' ', '_')}-{env['date']}-remat.json")
+    path = os.path.join(out, f"{env['backend']}-{env['device'].replace(' ', '_')}-{env['date']}.json")
     with open(path, "w") as f:
       json.dump(result, f, indent=1)
     print(f"wrote {path}")
