@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
 demo: $(STAMP)
-	$(BIN)/python -m jrnn.demo
+	$(BIN)/python -m jrnn.apps.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,8 +1,8 @@
-"""``python -m jrnn``: the ``jrnn`` command line (see :mod:`jrnn.cli`)."""
+"""``python -m jrnn``: the ``jrnn`` command line (see :mod:`jrnn.apps.cli`)."""
 
 import sys
 
-from jrnn.cli import main
+from jrnn.apps.cli import main
 
 if __name__ == "__main__":
   sys.exit(main())

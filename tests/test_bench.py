@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from jrnn import bench
+from jrnn.apps import bench
 
 
 def test_flop_count_matches_hand_count():
@@ -44,7 +44,7 @@ def test_bad_flags_exit_2(capsys):
 
 
 def test_cli_dispatches_bench(capsys):
-  from jrnn import cli
+  from jrnn.apps import cli
   with pytest.raises(SystemExit) as e:
     cli.main(["bench", "--lengths", "16,x"])
   assert e.value.code == 2 and "comma-separated integers" in capsys.readouterr().err

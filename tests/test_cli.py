@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jrnn import checkpoint
-from jrnn import cli
+from jrnn.apps import cli
 
 pytestmark = pytest.mark.standard_promotion  # optax's Adam is not strict-promotion clean
 

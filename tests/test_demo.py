@@ -1,11 +1,11 @@
-"""``make demo`` (``python -m jrnn.demo``) on a tiny budget: it learns, reports baselines, writes the plot."""
+"""``make demo`` (``python -m jrnn.apps.demo``) on a tiny budget: it learns, reports baselines, writes the plot."""
 
 import json
 import os
 
 import pytest
 
-from jrnn import demo
+from jrnn.apps import demo
 
 pytestmark = pytest.mark.standard_promotion  # optax's Adam is not strict-promotion clean
 

@@ -6,7 +6,7 @@ import jax
 import optax
 import pytest
 
-from jrnn import experiments
+from jrnn.apps import experiments
 from jrnn import train
 
 pytestmark = pytest.mark.standard_promotion  # optax's Adam is not strict-promotion clean

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 
 import jrnn
-from jrnn import demo
+from jrnn.apps import demo
 from jrnn.tasks import DOGS_VOCAB, dogs
 
 

@@ -37,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-  from jrnn import experiments
+  from jrnn.apps import experiments
 
   parser = _Parser(prog="jrnn", description="Train and sample recurrent neural networks written in JAX.")
   sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -81,8 +81,8 @@ def setup_run(config):
   import jax
 
   from jrnn import checkpoint
-  from jrnn import experiments
   from jrnn import train
+  from jrnn.apps import experiments
 
   k_init, k_data = jax.random.split(jax.random.key(config["seed"]))
   exp = experiments.build(config, k_data)
@@ -97,7 +97,7 @@ def setup_run(config):
 
 def _resolve_train_config(args):
   from jrnn import checkpoint
-  from jrnn import experiments
+  from jrnn.apps import experiments
 
   given = {k: getattr(args, k) for k in _CONFIG_FLAGS}
   given.update(steps=args.steps, eval_every=args.eval_every)
@@ -201,8 +201,8 @@ def cmd_train(args) -> int:
   import jax
 
   from jrnn import checkpoint
-  from jrnn import experiments
   from jrnn import train
+  from jrnn.apps import experiments
   from jrnn.tasks import chars
 
   config, directory = _resolve_train_config(args)
@@ -289,8 +289,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   from jrnn import checkpoint
 
   argv = list(sys.argv[1:] if argv is None else argv)
-  if argv[:1] == ["bench"]:  # the benchmark has its own flags (jrnn.bench.main)
-    from jrnn import bench
+  if argv[:1] == ["bench"]:  # the benchmark has its own flags (jrnn.apps.bench.main)
+    from jrnn.apps import bench
     return bench.main(argv[1:])
   try:
     args = _parser().parse_args(argv)

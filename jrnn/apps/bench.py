@@ -64,7 +64,7 @@ def _data(cfg: Config, seed: int = 0):
 def _jrnn_fns(cfg: Config, mode: str, unroll: int = 1, **options):
   """jrnn's cell + linear head on the batch, ``jrnn.unroll_batch(..., **options)``."""
   import jrnn
-  from jrnn.experiments import CELLS
+  from jrnn.apps.experiments import CELLS
   cell = CELLS[cfg.cell](cfg.hidden)
   head = jrnn.linear(cfg.output_size)
   k1, k2 = jax.random.split(jax.random.key(0))

@@ -73,9 +73,9 @@ def chars_demo(steps: int, seed: int, hidden: int, out: str, progress: bool = Tr
   import os
   import time
 
-  from jrnn import cli
-  from jrnn import experiments
   from jrnn import train
+  from jrnn.apps import cli
+  from jrnn.apps import experiments
   from jrnn.tasks import chars
 
   config = experiments.resolve({"task": "chars", "cell": "lstm", "hidden": hidden, "steps": steps,
