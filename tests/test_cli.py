@@ -11,6 +11,7 @@ import pytest
 
 from jrnn import checkpoint
 from jrnn.apps import cli
+from jrnn.apps import run
 
 pytestmark = pytest.mark.standard_promotion  # optax's Adam is not strict-promotion clean
 
@@ -20,7 +21,7 @@ ADDING = ["train", "--task", "adding", "--hidden", "6", "--batch", "8", "--seq-l
 
 def _params(directory, step=None):
   config = checkpoint.read_metadata(directory, step)["config"]
-  _, state, _ = cli.setup_run(config)
+  _, state, _ = run.setup_run(config)
   return checkpoint.restore(directory, state, step=step)
 
 

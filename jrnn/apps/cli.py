@@ -70,31 +70,6 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _optimizer(config):
-  import optax
-
-  return (optax.adam if config["optimizer"] == "adam" else optax.sgd)(config["lr"])
-
-
-def setup_run(config):
-  """Experiment, fresh TrainState, jitted step and optimizer for a resolved config."""
-  import jax
-
-  from jrnn import checkpoint
-  from jrnn import train
-  from jrnn.apps import experiments
-
-  k_init, k_data = jax.random.split(jax.random.key(config["seed"]))
-  exp = experiments.build(config, k_data)
-  params = exp.init(k_init)
-  opt = _optimizer(config)
-  stateful = exp.initial_carry is not None
-  carry = jax.jit(exp.initial_carry)(params) if stateful else None
-  state = checkpoint.TrainState(0, params, jax.jit(opt.init)(params), k_data, carry)  # jit: one compilation
-  step = jax.jit(train.make_step(exp.loss_fn, opt, clip_norm=config["clip_norm"], has_aux=stateful))
-  return exp, state, step
-
-
 def _resolve_train_config(args):
   from jrnn import checkpoint
   from jrnn.apps import experiments
@@ -134,39 +109,6 @@ def _resolve_train_config(args):
   return config, directory
 
 
-def write_outputs(directory, history, exp, config):
-  """``history.json`` and ``loss.png`` beside the checkpoints (each written to a temp file, then renamed)."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  payload = {"config": config, "baselines": exp.baselines, "metric": exp.metric,
-             **{k: [v.item() if hasattr(v, "item") else v for v in vals] for k, vals in history.items()}}
-  tmp = os.path.join(directory, ".history.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(payload, f)
-  os.replace(tmp, os.path.join(directory, "history.json"))
-
-  fig, ax = plt.subplots(figsize=(7, 4))
-  ax.plot(history["step"], history["loss"], lw=0.8, alpha=0.6, label="training loss")
-  if len(history.get("eval_step", ())):
-    ax.plot(history["eval_step"], history[f"eval_{exp.metric}"], "o-", label=exp.metric)
-  for (name, value), style in zip(exp.baselines.items(), ("--", ":", "-.")):
-    ax.axhline(value, ls=style, color="gray", label=f"baseline: {name} ({value:.3f})")
-  ax.set_xlabel("step")
-  ax.set_ylabel("loss")
-  if exp.task in ("adding", "sunspots", "dogs"):
-    ax.set_yscale("log")
-  ax.set_title(f"jrnn: {config['cell']}({config['hidden']}) on {exp.task}")
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  tmp = os.path.join(directory, ".loss.png.tmp.png")
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, os.path.join(directory, "loss.png"))
-
-
 def _previous_history(directory, upto):
   """Rows of an earlier ``history.json`` for steps before ``upto`` (so a resumed run's history is whole)."""
   try:
@@ -183,31 +125,18 @@ def _previous_history(directory, upto):
   return keep
 
 
-def report(exp, metrics) -> str:
-  """The final metric beside the baselines, as a few lines of text."""
-  value = metrics[exp.metric]
-  unit = " nats/char" if exp.task == "chars" else ""
-  lines = [f"final {exp.metric}: {value:.4f}{unit}"]
-  for name, base in exp.baselines.items():
-    verdict = "better" if value < base else "not better"
-    lines.append(f"  baseline {name}: {base:.4f}{unit}  ({verdict}; ratio {value / base:.3f})")
-  for k, v in metrics.items():
-    if k != exp.metric:
-      lines.append(f"  {k}: {v:.4f}")
-  return "\n".join(lines)
-
-
 def cmd_train(args) -> int:
   import jax
 
   from jrnn import checkpoint
   from jrnn import train
   from jrnn.apps import experiments
+  from jrnn.apps import run
   from jrnn.tasks import chars
 
   config, directory = _resolve_train_config(args)
   try:
-    exp, state, step = setup_run(config)
+    exp, state, step = run.setup_run(config)
   except experiments.ConfigError as e:
     raise UsageError(str(e)) from None
   previous = {}
@@ -241,13 +170,13 @@ def cmd_train(args) -> int:
   final = exp.evaluate(out.params, True)
   history = {k: list(previous.get(k, [])) + list(v) for k, v in out.history.items()}
   print(f"trained {config['steps'] - state.step} steps in {elapsed:.1f} s")
-  print(report(exp, final))
+  print(run.report(exp, final))
   if config["task"] == "chars":
     text = chars.generate(exp.cell, out.params.cell, exp.head, out.params.head, exp.metadata["vocab"], "\n",
                           300, jax.random.key(config["seed"]), temperature=0.8)
     print("sample (temperature 0.8):\n" + text)
   history[f"final_{exp.metric}"] = [final[exp.metric]]
-  write_outputs(directory, history, exp, config)
+  run.write_outputs(directory, history, exp, config)
   print(f"wrote {os.path.join(directory, 'loss.png')} and history.json")
   return 0
 
@@ -256,6 +185,7 @@ def cmd_generate(args) -> int:
   import jax
 
   from jrnn import checkpoint
+  from jrnn.apps import run
   from jrnn.tasks import chars
 
   if args.length < 1:
@@ -276,7 +206,7 @@ def cmd_generate(args) -> int:
   missing = sorted(set(args.prime) - set(vocab))
   if missing:
     raise UsageError(f"--prime has characters not in the model's vocabulary: {''.join(missing)!r}.")
-  exp, state, _ = setup_run(config)
+  exp, state, _ = run.setup_run(config)
   state = checkpoint.restore(args.checkpoint_dir, state)
   text = chars.generate(exp.cell, state.params.cell, exp.head, state.params.head, vocab, args.prime,
                         args.length, jax.random.key(args.seed), temperature=args.temperature)

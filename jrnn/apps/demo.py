@@ -74,14 +74,14 @@ def chars_demo(steps: int, seed: int, hidden: int, out: str, progress: bool = Tr
   import time
 
   from jrnn import train
-  from jrnn.apps import cli
   from jrnn.apps import experiments
+  from jrnn.apps import run
   from jrnn.tasks import chars
 
   config = experiments.resolve({"task": "chars", "cell": "lstm", "hidden": hidden, "steps": steps,
                                 "batch": CHARS_BATCH, "seq_len": CHARS_SEQ_LEN, "lr": CHARS_LR,
                                 "seed": seed, "eval_every": max(1, steps // 5)})
-  exp, state, step = cli.setup_run(config)
+  exp, state, step = run.setup_run(config)
   print(f"jrnn demo: LSTM({hidden}) learns the text of Python's pydoc_data.topics one character at a time")
   print(f"vocabulary {len(exp.metadata['vocab'])} characters; truncated BPTT over {config['batch']} streams, "
         f"windows of {config['seq_len']}, Adam lr={config['lr']}, {steps} steps")
@@ -93,14 +93,14 @@ def chars_demo(steps: int, seed: int, hidden: int, out: str, progress: bool = Tr
   elapsed = time.perf_counter() - start
   final = exp.evaluate(result.params, True)
   print(f"\ntrained {steps} steps in {elapsed:.0f} s")
-  print(cli.report(exp, final))
+  print(run.report(exp, final))
   text = chars.generate(exp.cell, result.params.cell, exp.head, result.params.head, exp.metadata["vocab"],
                         "\n", 400, jax.random.key(seed), temperature=0.7)
   print("\nsample (temperature 0.7):\n" + text + "\n")
   os.makedirs(out, exist_ok=True)
   history = dict(result.history)
   history["final_valid_loss"] = [final["valid_loss"]]
-  cli.write_outputs(out, history, exp, config)
+  run.write_outputs(out, history, exp, config)
   print(f"wrote {os.path.join(out, 'loss.png')} and {os.path.join(out, 'history.json')}")
   return {"seconds": elapsed, **final}
 
