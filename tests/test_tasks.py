@@ -144,3 +144,23 @@ def test_sunspots_bundled_series():
   raw = values[246:]  # the year before each test target, then the targets
   np.testing.assert_allclose(sunspots.persistence_baseline(data.test_xs, data.test_ys),
                              np.mean((raw[:-1] - raw[1:]) ** 2) / data.std ** 2, rtol=1e-5)
+
+
+def test_submodules_are_modules_and_task_names_are_functions():
+  """No function rebinds a submodule's name: the data sets are modules, the tasks' generators functions."""
+  import importlib
+  import types
+
+  import jrnn.tasks.chars as chars_module
+  import jrnn.tasks.sunspots as sunspots_module
+
+  assert isinstance(chars_module, types.ModuleType) and chars_module is jrnn.tasks.chars
+  assert isinstance(sunspots_module, types.ModuleType) and sunspots_module is jrnn.tasks.sunspots
+  for name in ("copy", "adding", "dogs"):
+    assert isinstance(getattr(jrnn.tasks, name), types.FunctionType), name
+    assert isinstance(importlib.import_module(f"jrnn.tasks._{name}"), types.ModuleType)
+  assert jrnn.tasks.copy is copy and jrnn.tasks.adding is adding
+  assert jrnn.tasks.copy(jax.random.key(0), 2, 3).xs.shape == (2, 23, jrnn.tasks.COPY_CLASSES)
+  assert jrnn.tasks.dogs().xs.shape == (3, len(jrnn.tasks.DOGS_VOCAB))
+  for name in jrnn.tasks.__all__:
+    assert hasattr(jrnn.tasks, name), name

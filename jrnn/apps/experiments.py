@@ -32,16 +32,16 @@ from jrnn import _linear
 from jrnn import _lstm
 from jrnn import _modes
 from jrnn import losses
+from jrnn.tasks import COPY_CLASSES
+from jrnn.tasks import COPY_LENGTH
+from jrnn.tasks import DOGS_VOCAB
+from jrnn.tasks import adding as adding_data
+from jrnn.tasks import adding_baseline
 from jrnn.tasks import chars as chars_task
+from jrnn.tasks import copy as copy_data
+from jrnn.tasks import copy_baseline
+from jrnn.tasks import dogs as dogs_data
 from jrnn.tasks import sunspots as sunspots_task
-from jrnn.tasks.adding import adding as adding_data
-from jrnn.tasks.adding import adding_baseline
-from jrnn.tasks.copy import COPY_CLASSES
-from jrnn.tasks.copy import COPY_LENGTH
-from jrnn.tasks.copy import copy as copy_data
-from jrnn.tasks.copy import copy_baseline
-from jrnn.tasks.dogs import DOGS_VOCAB
-from jrnn.tasks.dogs import dogs as dogs_data
 
 CELLS = {"elman": _elman.elman, "gru": _gru.gru, "lstm": _lstm.lstm}
 TASKS = ("dogs", "adding", "copy", "chars", "sunspots")

@@ -5,15 +5,41 @@
 * :func:`copy`: the copy/memory task (many-to-many classification).
 * :mod:`chars`: character-level language modelling on ``pydoc_data.topics``.
 * :mod:`sunspots`: yearly sunspots, one-step forecasting (needs statsmodels).
+
+``dogs``, ``adding`` and ``copy`` are functions defined in private modules
+(``_dogs.py`` ...) and re-exported here, so ``jrnn.tasks.copy`` is the
+function and no submodule of the same name shadows it; ``chars`` and
+``sunspots`` are public submodules.
 """
 
 from jrnn.tasks import chars as chars
 from jrnn.tasks import sunspots as sunspots
-from jrnn.tasks.adding import AddingData as AddingData
-from jrnn.tasks.adding import adding as adding
-from jrnn.tasks.adding import adding_baseline as adding_baseline
-from jrnn.tasks.copy import CopyData as CopyData
-from jrnn.tasks.copy import copy as copy
-from jrnn.tasks.copy import copy_baseline as copy_baseline
-from jrnn.tasks.dogs import DOGS_VOCAB as DOGS_VOCAB
-from jrnn.tasks.dogs import dogs as dogs
+from jrnn.tasks._adding import AddingData as AddingData
+from jrnn.tasks._adding import adding as adding
+from jrnn.tasks._adding import adding_baseline as adding_baseline
+from jrnn.tasks._copy import COPY_CLASSES as COPY_CLASSES
+from jrnn.tasks._copy import COPY_LENGTH as COPY_LENGTH
+from jrnn.tasks._copy import COPY_SYMBOLS as COPY_SYMBOLS
+from jrnn.tasks._copy import CopyData as CopyData
+from jrnn.tasks._copy import copy as copy
+from jrnn.tasks._copy import copy_baseline as copy_baseline
+from jrnn.tasks._dogs import DOGS_VOCAB as DOGS_VOCAB
+from jrnn.tasks._dogs import DogsData as DogsData
+from jrnn.tasks._dogs import dogs as dogs
+
+__all__ = (
+    "AddingData",
+    "COPY_CLASSES",
+    "COPY_LENGTH",
+    "COPY_SYMBOLS",
+    "CopyData",
+    "DOGS_VOCAB",
+    "DogsData",
+    "adding",
+    "adding_baseline",
+    "chars",
+    "copy",
+    "copy_baseline",
+    "dogs",
+    "sunspots",
+)
