@@ -34,6 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import jrnn
+from jrnn.apps.experiments import CELLS
+
 GATES = {"elman": 1, "gru": 3, "lstm": 4}
 
 
@@ -63,8 +66,6 @@ def _data(cfg: Config, seed: int = 0):
 
 def _jrnn_fns(cfg: Config, mode: str, unroll: int = 1, **options):
   """jrnn's cell + linear head on the batch, ``jrnn.unroll_batch(..., **options)``."""
-  import jrnn
-  from jrnn.apps.experiments import CELLS
   cell = CELLS[cfg.cell](cfg.hidden)
   head = jrnn.linear(cfg.output_size)
   k1, k2 = jax.random.split(jax.random.key(0))
@@ -77,7 +78,13 @@ def _jrnn_fns(cfg: Config, mode: str, unroll: int = 1, **options):
 
 
 def _jax_fns(forward, params, cfg, mode):
-  """Jitted forward or train step for a pure ``forward(params, xs)``; returns (call, lowered-args)."""
+  """Jitted forward or train step for a pure ``forward(params, xs)``; returns (call, lowered-args).
+
+  The train step is ``jrnn.train.make_step`` with Adam: forward, BPTT and the
+  update in one jitted program, the same for every JAX library here. It also
+  computes the gradient's global norm (its metrics), one reduction over the
+  params, which is small beside the scan.
+  """
   xs, ys = (jnp.asarray(a) for a in _data(cfg))
   if mode == "forward":
     fn = jax.jit(forward)
@@ -85,13 +92,12 @@ def _jax_fns(forward, params, cfg, mode):
   else:
     opt = optax.adam(1e-3)
 
-    def step(params, opt_state, xs, ys):
-      loss, grads = jax.value_and_grad(lambda p: jnp.mean(jnp.square(forward(p, xs) - ys)))(params)
-      updates, opt_state = opt.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), opt_state, loss
+    def loss_fn(params, batch):
+      xs, ys = batch
+      return jnp.mean(jnp.square(forward(params, xs) - ys))
 
-    fn = jax.jit(step, donate_argnums=())
-    args = (params, opt.init(params), xs, ys)
+    fn = jax.jit(jrnn.train.make_step(loss_fn, opt))
+    args = (params, opt.init(params), (xs, ys))
   return (lambda: jax.block_until_ready(fn(*args))), (fn, args)
 
 
