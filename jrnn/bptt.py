@@ -4,9 +4,10 @@ jrnn trains with ``jax.grad`` through ``lax.scan``. This module computes the
 same gradients the way the seeds derive them: a forward pass that stores every
 pre-activation ``zₜ`` and state ``sₜ``, then an explicit backward ``lax.scan``
 over the error recursion, accumulating each weight's gradient as a sum over
-time of outer products. No ``jax.grad`` is used here; the tests check the two
-against each other to 1e-10 in float64, so either one is an oracle for the
-other.
+time of outer products. No ``jax.grad`` is used here, so either one is an
+oracle for the other: ``tests/test_bptt.py`` asserts, in float64, that the
+losses agree to a relative 1e-12 and the gradients to an absolute 1e-10
+(measured on those test problems: 2.4e-16 and 1.8e-15).
 
 The network (weights shaped (in, out) and applied as ``x @ W``, as everywhere
 in jrnn; the seeds write the transposes)::
@@ -266,15 +267,27 @@ def elman_bptt(
     ``(loss, grads)``: the scalar loss ``L`` and an :class:`ElmanNetParams` of
     gradients with the params' structure and dtype.
 
-  Example::
+  Example:
+    The seeds' 2-3-2 network; the gradients equal ``jax.grad`` of the same
+    loss built from :func:`jrnn.unroll`, to float32 rounding:
 
-    cell, head = jrnn.elman(3, activation="sigmoid"), jrnn.linear(2)
-    k1, k2 = jax.random.split(jax.random.key(0))
-    params = jrnn.bptt.ElmanNetParams(cell.init(k1, 2), head.init(k2, 3))
-    xs, ds = jnp.ones((5, 2)), jnp.zeros((5, 2))
-    loss, grads = jrnn.bptt.elman_bptt(params, xs, ds, activation="sigmoid",
-                                       output="sigmoid", loss="mse")
-    # grads equals jax.grad of the same loss, to rounding.
+    >>> import jax, jax.numpy as jnp, jrnn
+    >>> cell, head = jrnn.elman(3, activation="sigmoid"), jrnn.linear(2)
+    >>> k1, k2 = jax.random.split(jax.random.key(0))
+    >>> params = jrnn.bptt.ElmanNetParams(cell.init(k1, 2), head.init(k2, 3))
+    >>> xs, ds = jnp.ones((5, 2)), jnp.zeros((5, 2))
+    >>> loss, grads = jrnn.bptt.elman_bptt(params, xs, ds, activation="sigmoid",
+    ...                                    output="sigmoid", loss="mse")
+    >>> grads.cell.wh.shape, grads.head.w.shape
+    ((3, 3), (3, 2))
+    >>> def same_loss(p):
+    ...   _, hs = jrnn.unroll(cell, p.cell, xs)
+    ...   return jrnn.losses.mse(jax.nn.sigmoid(head.apply(p.head, hs)), ds)
+    >>> bool(jnp.allclose(loss, same_loss(params)))
+    True
+    >>> auto = jax.grad(same_loss)(params)
+    >>> all(bool(jnp.allclose(a, b, atol=1e-6)) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(auto)))
+    True
 
   References:
     Werbos, "Backpropagation through time: what it does and how to do it",
