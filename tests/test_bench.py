@@ -61,3 +61,34 @@ def test_jrnn_variants_compute_what_jrnn_computes(cell, mode, variant):
     out_a, out_b = fa(*aa), fb(*ab)
   for a, b in zip(jax.tree_util.tree_leaves(out_a), jax.tree_util.tree_leaves(out_b)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_hidden_and_lengths_defaults_depend_on_the_run():
+  assert (bench._parse([]).hidden, bench._parse([]).lengths) == (bench.GRID["hidden"], bench.GRID["lengths"])
+  quick = bench._parse(["--quick", "--hidden", "8"])
+  assert (quick.hidden, quick.lengths) == ((8,), bench.QUICK["lengths"])  # a given flag wins over --quick
+  study = bench._parse(["--remat-study"])
+  assert (study.hidden, study.lengths) == ((128,), (16384,))
+  # Giving the grid's default hidden sizes explicitly is not the same as leaving --hidden out.
+  assert bench._parse(["--remat-study", "--hidden", "64,256,1024"]).hidden == (64, 256, 1024)
+
+
+@pytest.mark.standard_promotion  # optax.adam in the train step
+def test_remat_study_runs_at_each_of_lengths(tmp_path, capsys):
+  rc = bench.main(["--remat-study", "--cells", "gru", "--hidden", "64,256,1024", "--lengths", "6,8",
+                   "--batch", "2", "--out", str(tmp_path)])
+  assert rc == 0
+  paths = sorted((tmp_path / "remat").glob("*.json"))
+  assert [p.name.rsplit("-", 1)[1] for p in paths] == ["T6.json", "T8.json"]
+  for path, length in zip(paths, (6, 8)):
+    result = json.loads(path.read_text())
+    assert result["config"] == dict(result["config"], cell="gru", hidden=64, length=length, batch=2)
+    assert set(result["remat"]) == {"none", "step", "sqrt"}
+  assert capsys.readouterr().out.count("remat=step gru H=64 T=") == 2
+
+
+@pytest.mark.parametrize("argv", [["--lengths", "0"], ["--hidden", "-4"], ["--remat-study", "--lengths", "1,x"]])
+def test_bad_sizes_exit_2(argv, capsys):
+  with pytest.raises(SystemExit) as e:
+    bench.main(argv)
+  assert e.value.code == 2 and "integers" in capsys.readouterr().err

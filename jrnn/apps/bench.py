@@ -339,13 +339,25 @@ def plot(result: dict, path: str):
   plt.close(fig)
 
 
-def main(argv=None) -> int:
+# Defaults of --hidden and --lengths for each kind of run; a flag given on the command line wins.
+GRID = {"hidden": (64, 256, 1024), "lengths": (16, 128, 1024, 4096)}
+QUICK = {"hidden": (64, 256), "lengths": (16, 128, 512)}
+REMAT_STUDY = {"hidden": (128,), "lengths": (16384,)}
+
+
+def _parser():
   import argparse
   p = argparse.ArgumentParser(prog="jrnn bench", description="jrnn vs Flax vs PyTorch across sequence lengths.")
-  p.add_argument("--quick", action="store_true", help="a small grid that finishes in a few minutes on 2 CPU cores")
+  p.add_argument("--quick", action="store_true",
+                 help=f"a small grid that finishes in a few minutes on 2 CPU cores (--hidden "
+                      f"{_csv(QUICK['hidden'])} --lengths {_csv(QUICK['lengths'])} unless given)")
   p.add_argument("--cells", default="elman,gru,lstm")
-  p.add_argument("--hidden", default="64,256,1024")
-  p.add_argument("--lengths", default="16,128,1024,4096")
+  p.add_argument("--hidden", default=None,
+                 help=f"hidden sizes, comma-separated (default {_csv(GRID['hidden'])}; "
+                      f"{_csv(REMAT_STUDY['hidden'])} for --remat-study)")
+  p.add_argument("--lengths", default=None,
+                 help=f"sequence lengths T, comma-separated (default {_csv(GRID['lengths'])}; "
+                      f"{_csv(REMAT_STUDY['lengths'])} for --remat-study)")
   p.add_argument("--modes", default="forward,train")
   p.add_argument("--libs", default="jrnn,flax,torch")
   p.add_argument("--batch", type=int, default=32)
@@ -354,39 +366,66 @@ def main(argv=None) -> int:
   p.add_argument("--out", default="benchmarks/results")
   p.add_argument("--skip", default="", help="H:T pairs to leave out, e.g. 1024:4096 (comma-separated)")
   p.add_argument("--remat-study", action="store_true",
-                 help="instead of the grid: the training step at T=16384 with remat none/step/sqrt "
-                      "(activation memory and time; --cells/--hidden/--batch pick the model)")
+                 help="instead of the grid: the training step with remat none/step/sqrt (activation memory "
+                      "and time) at each of --lengths (default 16384); the first of --cells and of --hidden "
+                      "and --batch pick the model; one JSON per length in OUT/remat/")
+  return p
+
+
+def _csv(values):
+  return ",".join(str(v) for v in values)
+
+
+def _parse(argv=None):
+  """Parsed flags with ``hidden``, ``lengths``, ``cells``, ``modes``, ``libs``, ``skip`` as tuples.
+
+  ``--hidden`` and ``--lengths`` default to ``None`` on the command line and
+  are filled here from :data:`GRID`, :data:`QUICK` or :data:`REMAT_STUDY`,
+  whichever run was asked for.
+  """
+  p = _parser()
   a = p.parse_args(argv)
+  defaults = REMAT_STUDY if a.remat_study else QUICK if a.quick else GRID
   try:
     ints = lambda s: tuple(int(v) for v in s.split(","))
-    hidden, lengths = ((64, 256), (16, 128, 512)) if a.quick else (ints(a.hidden), ints(a.lengths))
-    cells, modes, libs = tuple(a.cells.split(",")), tuple(a.modes.split(",")), tuple(a.libs.split(","))
-    skip = tuple(tuple(int(v) for v in pair.split(":")) for pair in a.skip.split(",") if pair)
+    a.hidden = defaults["hidden"] if a.hidden is None else ints(a.hidden)
+    a.lengths = defaults["lengths"] if a.lengths is None else ints(a.lengths)
+    a.skip = tuple(tuple(int(v) for v in pair.split(":")) for pair in a.skip.split(",") if pair)
   except ValueError as e:
     p.error(f"--hidden, --lengths and --skip take comma-separated integers (H:T pairs for --skip) ({e})")
-  for name, values, allowed in (("--cells", cells, GATES), ("--modes", modes, ("forward", "train")),
-                                ("--libs", libs, LIBRARIES)):
+  if any(v < 1 for v in a.hidden + a.lengths) or a.batch < 1 or a.repeats < 1:
+    p.error("--hidden, --lengths, --batch and --repeats take positive integers")
+  a.cells, a.modes, a.libs = tuple(a.cells.split(",")), tuple(a.modes.split(",")), tuple(a.libs.split(","))
+  for name, values, allowed in (("--cells", a.cells, GATES), ("--modes", a.modes, ("forward", "train")),
+                                ("--libs", a.libs, LIBRARIES)):
     bad = [v for v in values if v not in allowed]
     if bad:
       p.error(f"{name}: unknown {bad}; choose from {sorted(allowed)}")
-  if not libs[0].startswith("jrnn"):
+  if not a.libs[0].startswith("jrnn"):
     p.error("--libs must start with jrnn or a jrnn variant (ratios are first/peer)")
+  return a
+
+
+def _stem(out, env):
+  return os.path.join(out, f"{env['backend']}-{env['device'].replace(' ', '_')}-{env['date']}")
+
+
+def main(argv=None) -> int:
+  a = _parse(argv)
   if a.remat_study:
-    result = remat_study(cells[0], int(a.hidden.split(",")[0]) if a.hidden != "64,256,1024" else 128,
-                         16384, a.batch, repeats=3)
     out = os.path.join(a.out, "remat")   # a different schema from the grid's files
     os.makedirs(out, exist_ok=True)
-    env = result["environment"]
-    path = os.path.join(out, f"{env['backend']}-{env['device'].replace(' ', '_')}-{env['date']}.json")
-    with open(path, "w") as f:
-      json.dump(result, f, indent=1)
-    print(f"wrote {path}")
+    for length in a.lengths:
+      result = remat_study(a.cells[0], a.hidden[0], length, a.batch, repeats=3)
+      path = f"{_stem(out, result['environment'])}-T{length}.json"
+      with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+      print(f"wrote {path}")
     return 0
   repeats = 5 if a.quick else a.repeats
-  result = sweep(cells, hidden, lengths, modes, libs, a.batch, 32, repeats, 2, a.unroll, skip=skip)
+  result = sweep(a.cells, a.hidden, a.lengths, a.modes, a.libs, a.batch, 32, repeats, 2, a.unroll, skip=a.skip)
   os.makedirs(a.out, exist_ok=True)
-  env = result["environment"]
-  stem = os.path.join(a.out, f"{env['backend']}-{env['device'].replace(' ', '_')}-{env['date']}{'-quick' if a.quick else ''}")
+  stem = _stem(a.out, result["environment"]) + ("-quick" if a.quick else "")
   with open(stem + ".json", "w") as f:
     json.dump(result, f, indent=1)
   plot(result, stem + ".png")
