@@ -1,13 +1,14 @@
 """Every task learns: the evaluation metric falls within a small step budget; the LSTM solves adding."""
 
 import math
+import sys
 
 import jax
 import optax
 import pytest
 
-from jrnn.apps import experiments
 from jrnn import train
+from jrnn.apps import experiments
 
 pytestmark = pytest.mark.standard_promotion  # optax's Adam is not strict-promotion clean
 
@@ -70,3 +71,13 @@ def test_resolve_rejects_impossible_configs():
   with pytest.raises(experiments.ConfigError, match="dogs task .* --seq-len 3"):
     experiments.resolve({"task": "dogs", "seq_len": 4})
   assert experiments.resolve({"task": "adding"})["seq_len"] == 100  # the published length by default
+
+
+def test_sunspots_data_errors_become_config_errors(monkeypatch):
+  """A window too long for the series (ValueError) and a missing statsmodels (ImportError) both read as ConfigError."""
+  pytest.importorskip("statsmodels")
+  with pytest.raises(experiments.ConfigError, match="too few"):
+    experiments.build(experiments.resolve({"task": "sunspots", "seq_len": 1000}), jax.random.key(0))
+  monkeypatch.setitem(sys.modules, "statsmodels.datasets", None)  # as if statsmodels were not installed
+  with pytest.raises(experiments.ConfigError, match=r"pip install 'jrnn\[data\]'"):
+    experiments.build(experiments.resolve({"task": "sunspots"}), jax.random.key(0))
