@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo clean
+.PHONY: setup lint format test demo clean
 
 setup: $(STAMP)
 
@@ -16,7 +16,19 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-test: $(STAMP)
+# ruff (lint, then formatting) over the code and tests, and pyright over jrnn/
+# (configured in pyproject.toml). `make format` applies what the first two ask for.
+lint: $(STAMP)
+	$(BIN)/ruff check jrnn tests
+	$(BIN)/ruff format --check jrnn tests
+	$(BIN)/pyright
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix jrnn tests
+	$(BIN)/ruff format jrnn tests
+
+# The tests and the docstring examples (doctests in jrnn/), after the lint.
+test: lint
 	$(BIN)/python -m pytest -n 2 -q
 
 demo: $(STAMP)
