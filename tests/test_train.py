@@ -8,7 +8,8 @@ import pytest
 
 import jrnn
 from jrnn import train
-from jrnn.tasks import DOGS_VOCAB, dogs
+from jrnn.tasks import DOGS_VOCAB
+from jrnn.tasks import dogs
 
 
 def _dogs_setup(key, hidden=3):
@@ -108,10 +109,11 @@ def test_fit_raises_on_nonfinite_loss_with_last_finite_state():
   step = jax.jit(train.make_step(_nan_when_flagged, opt, skip_nonfinite=True))
   out = train.fit(step, params, opt.init(params), batch_fn, steps=6, progress=False)
   np.testing.assert_array_equal(out.history["skipped"], [False, False, False, True, False, False])
-  np.testing.assert_allclose(out.params["w"], params["w"] * 0.8 ** 5, rtol=1e-6)
+  np.testing.assert_allclose(out.params["w"], params["w"] * 0.8**5, rtol=1e-6)
   with pytest.raises(train.NonFiniteLossError, match="3 consecutive steps were skipped"):
-    train.fit(step, params, opt.init(params), lambda i: (jnp.ones(2), jnp.array(True)), steps=5,
-              max_skipped=2, progress=False)
+    train.fit(
+      step, params, opt.init(params), lambda i: (jnp.ones(2), jnp.array(True)), steps=5, max_skipped=2, progress=False
+    )
 
 
 def test_fit_history_eval_and_save_calls(key):
@@ -119,9 +121,18 @@ def test_fit_history_eval_and_save_calls(key):
   opt = optax.adam(0.05)
   step = jax.jit(train.make_step(loss_fn, opt))
   saved = []
-  out = train.fit(step, params, opt.init(params), lambda i: batch, steps=60, eval_every=25,
-                  eval_fn=lambda p: {"loss": loss_fn(p, batch)}, save_every=50,
-                  save_fn=lambda i, p, s, c: saved.append(i), progress=False)
+  out = train.fit(
+    step,
+    params,
+    opt.init(params),
+    lambda i: batch,
+    steps=60,
+    eval_every=25,
+    eval_fn=lambda p: {"loss": loss_fn(p, batch)},
+    save_every=50,
+    save_fn=lambda i, p, s, c: saved.append(i),
+    progress=False,
+  )
   h = out.history
   np.testing.assert_array_equal(h["step"], np.arange(60))
   assert isinstance(h["loss"], np.ndarray) and h["loss"].dtype == np.float64
@@ -160,9 +171,10 @@ def test_stateful_tbptt_carries_state_between_windows(key):
 
   opt = optax.sgd(0.0)
   step = jax.jit(train.make_step(loss_fn, opt, has_aux=True))
-  batch_fn = lambda i: (xs[i * window:(i + 1) * window], ys[i * window:(i + 1) * window])
-  out = train.fit(step, params, opt.init(params), batch_fn, steps=3, carry=cell.initial_carry(params[0]),
-                  progress=False)
+  batch_fn = lambda i: (xs[i * window : (i + 1) * window], ys[i * window : (i + 1) * window])
+  out = train.fit(
+    step, params, opt.init(params), batch_fn, steps=3, carry=cell.initial_carry(params[0]), progress=False
+  )
   _, pred = jrnn.many_to_many(cell, params[0], head, params[1], xs)
   per_window = np.mean(np.square(np.asarray(pred - ys)).reshape(3, window, 3), axis=(1, 2))
   np.testing.assert_allclose(out.history["loss"], per_window, rtol=1e-5)
