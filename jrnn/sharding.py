@@ -1,4 +1,4 @@
-"""Data parallelism on JAX's own engine: one jitted step over a ``jax.sharding.Mesh``.
+r"""Data parallelism on JAX's own engine: one jitted step over a ``jax.sharding.Mesh``.
 
 The global batch of ``B`` sequences is split along its leading (batch)
 dimension over the ``data`` axis of a mesh of ``D`` devices; params and
@@ -9,21 +9,27 @@ so every device applies the same update
 
 .. math::
 
-   g = \\nabla_\\theta \\frac{1}{B} \\sum_{b=1}^{B} \\ell(\\theta; x_b)
-     = \\frac{1}{B} \\sum_{d=1}^{D} \\sum_{b \\in \\mathcal{B}_d} \\nabla_\\theta \\ell(\\theta; x_b),
-   \\qquad |\\mathcal{B}_d| = B / D
+   g = \nabla_\theta \frac{1}{B} \sum_{b=1}^{B} \ell(\theta; x_b)
+     = \frac{1}{B} \sum_{d=1}^{D} \sum_{b \in \mathcal{B}_d} \nabla_\theta \ell(\theta; x_b),
+   \qquad |\mathcal{B}_d| = B / D
 
 and the result equals the single-device run on the same global batch, up to
 the order of the float32 sums. No ``pmap``, no ``psum`` in user code: the loss
 is written for the global batch and the shardings of the inputs say where the
 rows live. The same code runs on one CPU (``D = 1``), 8 GPUs, or a TPU pod slice.
 
-Usage::
+Usage (the same lines on one CPU, where the mesh has one device, and on 8 GPUs):
 
-  mesh = jrnn.sharding.data_mesh()                     # all of jax.devices() on a "data" axis
-  step = jrnn.train.make_step(loss_fn, optimizer, clip_norm=1.0, mesh=mesh)   # jitted, sharded
-  params, opt_state = jrnn.sharding.replicate((params, optimizer.init(params)), mesh)
-  result = jrnn.train.fit(step, params, opt_state, batch_fn, steps=1000)
+  >>> import jax.numpy as jnp, optax, jrnn
+  >>> mesh = jrnn.sharding.data_mesh()  # all of jax.devices() on a "data" axis
+  >>> loss_fn = lambda params, batch: jnp.mean((batch @ params["w"] - 1.0) ** 2)
+  >>> optimizer = optax.sgd(0.1)
+  >>> step = jrnn.train.make_step(loss_fn, optimizer, clip_norm=1.0, mesh=mesh)  # jitted, sharded
+  >>> params = {"w": jnp.zeros((3, 1))}
+  >>> params, opt_state = jrnn.sharding.replicate((params, optimizer.init(params)), mesh)
+  >>> result = jrnn.train.fit(step, params, opt_state, lambda i: jnp.ones((8, 3)), steps=5, progress=False)
+  >>> result.params["w"].sharding.is_fully_replicated
+  True
 
 The step places its inputs itself (:func:`shard_batch` for the batch,
 :func:`replicate` for params and state; both are no-ops on arrays already
@@ -70,7 +76,8 @@ offered:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -81,12 +88,17 @@ from jax.sharding import PartitionSpec as P
 DATA_AXIS = "data"
 
 
-def data_mesh(devices: Optional[Sequence[jax.Device]] = None, *, axis: str = DATA_AXIS) -> Mesh:
+def data_mesh(devices: Sequence[Any] | None = None, *, axis: str = DATA_AXIS) -> Mesh:
   """A one-dimensional mesh over ``devices`` (default: ``jax.devices()``, every host's).
 
-  Example::
+  ``devices`` are ``jax.Device`` s (annotated ``Any``: jaxlib ships no type
+  stubs for that class).
 
-    mesh = jrnn.sharding.data_mesh()          # Mesh('data': 8) on 8 GPUs
+  Example:
+    >>> import jax, jrnn
+    >>> mesh = jrnn.sharding.data_mesh()  # Mesh('data': 8) on 8 GPUs
+    >>> mesh.axis_names, mesh.shape["data"] == len(jax.devices())
+    (('data',), True)
   """
   devices = list(jax.devices() if devices is None else devices)
   if not devices:
@@ -98,8 +110,7 @@ def _check_axis(mesh, axis, where):
   if not isinstance(mesh, Mesh):
     raise TypeError(f"jrnn.sharding.{where}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}.")
   if axis not in mesh.shape:
-    raise ValueError(f"jrnn.sharding.{where}: the mesh has axes {tuple(mesh.axis_names)}, "
-                     f"not the data axis {axis!r}.")
+    raise ValueError(f"jrnn.sharding.{where}: the mesh has axes {tuple(mesh.axis_names)}, not the data axis {axis!r}.")
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -133,8 +144,10 @@ def shard_batch(batch: Any, mesh: Mesh, *, axis: str = DATA_AXIS) -> Any:
     if rows % devices:
       name = jax.tree_util.keystr(path) or "the batch"
       per = f" ({np.shape(leaf)[0]} on each of {processes} processes)" if local else ""
-      raise ValueError(f"jrnn.sharding: batch size {rows}{per} of {name} is not divisible by the {devices} "
-                       f"devices on the mesh axis {axis!r}; use a global batch that is a multiple of {devices}.")
+      raise ValueError(
+        f"jrnn.sharding: batch size {rows}{per} of {name} is not divisible by the {devices} "
+        f"devices on the mesh axis {axis!r}; use a global batch that is a multiple of {devices}."
+      )
     if local:
       return jax.make_array_from_process_local_data(split, np.asarray(leaf))
     return jax.device_put(leaf, split)
@@ -142,8 +155,30 @@ def shard_batch(batch: Any, mesh: Mesh, *, axis: str = DATA_AXIS) -> Any:
   return jax.tree_util.tree_map_with_path(place, batch)
 
 
-def data_parallel(step: Callable[..., tuple], mesh: Optional[Mesh] = None, *,
-                  axis: str = DATA_AXIS) -> Callable[..., tuple]:
+class DataParallelStep:
+  """What :func:`data_parallel` returns: called like the step it wraps.
+
+  Attributes:
+    mesh: the mesh it runs on.
+    axis: the mesh axis the batch is split over.
+  """
+
+  def __init__(self, sharded: Callable[..., tuple], mesh: Mesh, axis: str):
+    self._sharded, self.mesh, self.axis = sharded, mesh, axis
+
+  def _place(self, params, opt_state, batch):
+    params, opt_state = replicate((params, opt_state), self.mesh)
+    return params, opt_state, shard_batch(batch, self.mesh, axis=self.axis)
+
+  def __call__(self, params, opt_state, batch) -> tuple:
+    return self._sharded(*self._place(params, opt_state, batch))
+
+  def lower(self, params, opt_state, batch):
+    """The jitted step lowered for these inputs, to inspect the program (``.compile().as_text()``)."""
+    return self._sharded.lower(*self._place(params, opt_state, batch))
+
+
+def data_parallel(step: Callable[..., tuple], mesh: Mesh | None = None, *, axis: str = DATA_AXIS) -> DataParallelStep:
   """Jits ``step(params, opt_state, batch)`` to run data-parallel over ``mesh``.
 
   The returned step places its inputs (batch split over ``axis``, params and
@@ -160,7 +195,8 @@ def data_parallel(step: Callable[..., tuple], mesh: Optional[Mesh] = None, *,
     axis: the name of the data axis.
 
   Returns:
-    The jitted step, with the signature and results of ``step``.
+    A :class:`DataParallelStep`: the jitted step, with the signature and
+    results of ``step``, and ``lower`` to inspect the compiled program.
   """
   mesh = data_mesh(axis=axis) if mesh is None else mesh
   _check_axis(mesh, axis, "data_parallel")
@@ -172,15 +208,9 @@ def data_parallel(step: Callable[..., tuple], mesh: Optional[Mesh] = None, *,
     rows = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(batch) if np.ndim(x) > 0}
     replicated = jax.lax.with_sharding_constraint(tuple(out[:3]), whole)
     aux = jax.tree_util.tree_map(
-        lambda x: jax.lax.with_sharding_constraint(x, split if np.ndim(x) > 0 and np.shape(x)[0] in rows else whole),
-        tuple(out[3:]))
+      lambda x: jax.lax.with_sharding_constraint(x, split if np.ndim(x) > 0 and np.shape(x)[0] in rows else whole),
+      tuple(out[3:]),
+    )
     return replicated + aux
 
-  def run(params, opt_state, batch):
-    params, opt_state = replicate((params, opt_state), mesh)
-    return sharded(params, opt_state, shard_batch(batch, mesh, axis=axis))
-
-  run.lower = lambda params, opt_state, batch: sharded.lower(  # for inspecting the compiled program
-      *replicate((params, opt_state), mesh), shard_batch(batch, mesh, axis=axis))
-  run.mesh = mesh
-  return run
+  return DataParallelStep(sharded, mesh, axis)

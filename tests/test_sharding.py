@@ -29,10 +29,19 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def eight_devices(tmp_path_factory):
   out = tmp_path_factory.mktemp("sharded")
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
-             XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip())
-  proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "sharding_worker.py"), str(out)],
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    PYTHONPATH=str(ROOT),
+    XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip(),
+  )
+  proc = subprocess.Popen(
+    [sys.executable, str(ROOT / "tests" / "sharding_worker.py"), str(out)],
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   reference = sharding_worker.runs(None)[0]  # here, on one device, while the subprocess runs
   stdout, stderr = proc.communicate(timeout=300)
   assert proc.returncode == 0, stderr[-3000:]
@@ -49,8 +58,10 @@ def test_eight_devices_match_the_single_device_run(eight_devices):
   assert sorted(reference) == sorted(sharded)
   for name in reference:  # float32; the only difference is the order of the batch sums
     np.testing.assert_allclose(sharded[name], reference[name], rtol=1e-5, atol=1e-6, err_msg=name)
-  print("max |params_8 - params_1|:", max(float(np.max(np.abs(sharded[k] - reference[k])))
-                                          for k in reference if "_param" in k))
+  print(
+    "max |params_8 - params_1|:",
+    max(float(np.max(np.abs(sharded[k] - reference[k]))) for k in reference if "_param" in k),
+  )
   # Training moved the params: equal results are not equal starting points.
   assert abs(reference["adding_loss"][-1] - reference["adding_loss"][0]) > 1e-3
 
