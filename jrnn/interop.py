@@ -1,4 +1,4 @@
-"""Weights to and from PyTorch's ``nn.RNN``, ``nn.GRU`` and ``nn.LSTM``.
+r"""Weights to and from PyTorch's ``nn.RNN``, ``nn.GRU`` and ``nn.LSTM``.
 
 ``import jrnn`` never imports torch: every function here imports it when called.
 
@@ -23,26 +23,26 @@ keeps their sum.
 
   .. math::
 
-     h_t = \\phi(x_t W_{ih}^T + b_{ih} + h_{t-1} W_{hh}^T + b_{hh})
-         = \\phi(x_t W_x + h_{t-1} W_h + b), \\qquad b = b_{ih} + b_{hh}
+     h_t = \phi(x_t W_{ih}^T + b_{ih} + h_{t-1} W_{hh}^T + b_{hh})
+         = \phi(x_t W_x + h_{t-1} W_h + b), \qquad b = b_{ih} + b_{hh}
 
 * LSTM, ``jrnn.lstm``: ``b = b_ih + b_hh`` (all four blocks i, f, g, o):
 
   .. math::
 
-     [i_t, f_t, g_t, o_t] = x_t W_x + h_{t-1} W_h + b, \\quad
-     c_t = \\sigma(f_t) c_{t-1} + \\sigma(i_t) \\tanh(g_t), \\quad
-     h_t = \\sigma(o_t) \\tanh(c_t)
+     [i_t, f_t, g_t, o_t] = x_t W_x + h_{t-1} W_h + b, \quad
+     c_t = \sigma(f_t) c_{t-1} + \sigma(i_t) \tanh(g_t), \quad
+     h_t = \sigma(o_t) \tanh(c_t)
 
 * GRU, ``jrnn.gru``: the n gate's recurrent bias ``b_hn`` sits inside the reset
   product, so it cannot be merged:
 
   .. math::
 
-     r_t &= \\sigma(x_t W_{xr} + h_{t-1} W_{hr} + b_{ir} + b_{hr}) \\\\
-     z_t &= \\sigma(x_t W_{xz} + h_{t-1} W_{hz} + b_{iz} + b_{hz}) \\\\
-     n_t &= \\tanh(x_t W_{xn} + b_{in} + r_t \\odot (h_{t-1} W_{hn} + b_{hn})) \\\\
-     h_t &= (1 - z_t) \\odot n_t + z_t \\odot h_{t-1}
+     r_t &= \sigma(x_t W_{xr} + h_{t-1} W_{hr} + b_{ir} + b_{hr}) \\
+     z_t &= \sigma(x_t W_{xz} + h_{t-1} W_{hz} + b_{iz} + b_{hz}) \\
+     n_t &= \tanh(x_t W_{xn} + b_{in} + r_t \odot (h_{t-1} W_{hn} + b_{hn})) \\
+     h_t &= (1 - z_t) \odot n_t + z_t \odot h_{t-1}
 
   ``b = [b_ir + b_hr, b_iz + b_hz, b_in]`` and ``bhn = b_hn``.
 
@@ -91,12 +91,25 @@ What is not converted
   ``[T, features]`` and batches with ``jax.vmap``.
 * ``proj_size > 0`` (LSTM with projections) is rejected with a ValueError.
 
-Example::
+Example:
+  A two-layer bidirectional LSTM run by jrnn over a batch gives torch's outputs
+  and final states:
 
-  m = torch.nn.LSTM(8, 16, num_layers=2, bidirectional=True)
-  cell, params = jrnn.interop.cell_from_torch(m), jrnn.interop.from_torch(m)
-  carry, hs = jax.vmap(lambda xs: jrnn.unroll(cell, params, xs))(xs)  # xs: [B, T, 8]
-  h_n, c_n = jrnn.interop.carry_to_torch(carry, m)   # torch layout [4, B, 16]
+  >>> import jax, jax.numpy as jnp, numpy as np, torch, jrnn
+  >>> m = torch.nn.LSTM(8, 16, num_layers=2, bidirectional=True)
+  >>> cell, params = jrnn.interop.cell_from_torch(m), jrnn.interop.from_torch(m)
+  >>> xs = np.random.default_rng(0).normal(size=(3, 5, 8)).astype(np.float32)  # [B, T, 8]
+  >>> carry, hs = jax.vmap(lambda x: jrnn.unroll(cell, params, x))(jnp.asarray(xs))
+  >>> hs.shape
+  (3, 5, 32)
+  >>> h_n, c_n = jrnn.interop.carry_to_torch(carry, m)  # torch's layout [L * D, B, H]
+  >>> tuple(h_n.shape)
+  (4, 3, 16)
+  >>> out, (h_ref, c_ref) = m(torch.from_numpy(xs).transpose(0, 1))  # torch runs [T, B, 8]
+  >>> bool(np.allclose(hs, out.detach().numpy().transpose(1, 0, 2), atol=1e-5))
+  True
+  >>> bool(torch.allclose(h_n, h_ref, atol=1e-5) and torch.allclose(c_n, c_ref, atol=1e-5))
+  True
 """
 
 from __future__ import annotations
@@ -130,25 +143,26 @@ class _Spec(NamedTuple):
 
 
 _GATES = {"tanh": 1, "relu": 1, "gru": 3, "lstm": 4}
-_PARAMS_TYPE = {"tanh": _elman.ElmanParams, "relu": _elman.ElmanParams, "gru": _gru.GRUParams,
-                "lstm": _lstm.LSTMParams}
+_PARAMS_TYPE = {"tanh": _elman.ElmanParams, "relu": _elman.ElmanParams, "gru": _gru.GRUParams, "lstm": _lstm.LSTMParams}
 _MODES = {"RNN_TANH": "tanh", "RNN_RELU": "relu", "GRU": "gru", "LSTM": "lstm"}
 
 
 def _spec(module, fn_name) -> _Spec:
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   if isinstance(module, torch.nn.RNNBase):
     if not isinstance(module, (torch.nn.RNN, torch.nn.GRU, torch.nn.LSTM)) or module.mode not in _MODES:
-      raise TypeError(f"{fn_name}: unsupported torch module {type(module).__name__} (mode {module.mode!r}); "
-                      "expected torch.nn.RNN, GRU or LSTM.")
+      raise TypeError(
+        f"{fn_name}: unsupported torch module {type(module).__name__} (mode {module.mode!r}); "
+        "expected torch.nn.RNN, GRU or LSTM."
+      )
     if getattr(module, "proj_size", 0):
       raise ValueError(
-          f"{fn_name}: nn.LSTM with proj_size={module.proj_size} (projected hidden state) has no jrnn "
-          "counterpart; only proj_size=0 is supported.")
+        f"{fn_name}: nn.LSTM with proj_size={module.proj_size} (projected hidden state) has no jrnn "
+        "counterpart; only proj_size=0 is supported."
+      )
     kind = _MODES[module.mode]
-    spec = dict(input_size=module.input_size, hidden_size=module.hidden_size, num_layers=module.num_layers,
-                num_directions=2 if module.bidirectional else 1, bias=bool(module.bias), is_cell=False)
+    num_layers, num_directions, is_cell = module.num_layers, 2 if module.bidirectional else 1, False
   elif isinstance(module, (torch.nn.RNNCell, torch.nn.GRUCell, torch.nn.LSTMCell)):
     if isinstance(module, torch.nn.RNNCell):
       if module.nonlinearity not in ("tanh", "relu"):
@@ -156,17 +170,26 @@ def _spec(module, fn_name) -> _Spec:
       kind = module.nonlinearity
     else:
       kind = "gru" if isinstance(module, torch.nn.GRUCell) else "lstm"
-    spec = dict(input_size=module.input_size, hidden_size=module.hidden_size, num_layers=1,
-                num_directions=1, bias=bool(module.bias), is_cell=True)
+    num_layers, num_directions, is_cell = 1, 1, True
   else:
     raise TypeError(
-        f"{fn_name}: module must be a torch.nn.RNN, GRU or LSTM (or RNNCell, GRUCell, LSTMCell), got "
-        f"{type(module).__name__}.")
+      f"{fn_name}: module must be a torch.nn.RNN, GRU or LSTM (or RNNCell, GRUCell, LSTMCell), got "
+      f"{type(module).__name__}."
+    )
   dtype = next(module.parameters()).dtype
   if not dtype.is_floating_point:
     raise TypeError(f"{fn_name}: the module's parameters must be floating point, got {dtype}.")
   np_dtype = jnp.dtype(str(dtype).removeprefix("torch."))
-  return _Spec(kind=kind, dtype=np_dtype, **spec)
+  return _Spec(
+    kind=kind,
+    input_size=module.input_size,
+    hidden_size=module.hidden_size,
+    num_layers=num_layers,
+    num_directions=num_directions,
+    bias=bool(module.bias),
+    is_cell=is_cell,
+    dtype=np_dtype,
+  )
 
 
 def _names(spec: _Spec, layer: int, direction: int) -> tuple[str, str, str, str]:
@@ -184,7 +207,7 @@ def _units(spec: _Spec):
 
 def _to_numpy(t) -> np.ndarray:
   """A torch tensor as a numpy array of the same dtype (bfloat16 included)."""
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   t = t.detach().cpu()
   if t.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly.
@@ -194,7 +217,7 @@ def _to_numpy(t) -> np.ndarray:
 
 def _to_tensor(x, like):
   """A (jax or numpy) array as a tensor with ``like``'s dtype and device."""
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   x = np.asarray(x)
   # Through float32/float64 (exact for float16 and bfloat16); np.array copies, so
@@ -204,11 +227,12 @@ def _to_tensor(x, like):
 
 
 def _check_x64(spec: _Spec, fn_name: str):
-  if spec.dtype == np.float64 and not jax.config.jax_enable_x64:
+  if spec.dtype == np.float64 and jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
     raise ValueError(
-        f"{fn_name}: the module is float64 but JAX's float64 support is off, so the weights would be "
-        "truncated to float32. Enable it with jax.config.update('jax_enable_x64', True), or convert a "
-        "float32 module (module.float()).")
+      f"{fn_name}: the module is float64 but JAX's float64 support is off, so the weights would be "
+      "truncated to float32. Enable it with jax.config.update('jax_enable_x64', True), or convert a "
+      "float32 module (module.float())."
+    )
 
 
 def _base_cell(spec: _Spec):
@@ -253,8 +277,7 @@ def cell_from_torch(module):
 def _assemble(spec: _Spec, units: list, pair_type):
   """Per-unit pytrees in PyTorch's order -> the jrnn structure (see the module docstring)."""
   D = spec.num_directions
-  layers = [units[l * D] if D == 1 else pair_type(units[l * D], units[l * D + 1])
-            for l in range(spec.num_layers)]
+  layers = [units[l * D] if D == 1 else pair_type(units[l * D], units[l * D + 1]) for l in range(spec.num_layers)]
   return layers[0] if spec.num_layers == 1 else tuple(layers)
 
 
@@ -266,9 +289,10 @@ def _disassemble(spec: _Spec, tree, pair_type, what: str, fn_name: str) -> list:
   if L > 1:
     if not isinstance(tree, (tuple, list)) or hasattr(tree, "_fields") or len(tree) != L:
       raise ValueError(
-          f"{fn_name}: the module has num_layers={L}, so {what} must be {expected} {what} "
-          f"(what jrnn.stack takes), got {type(tree).__name__}"
-          f"{' of length ' + str(len(tree)) if isinstance(tree, (tuple, list)) else ''}.")
+        f"{fn_name}: the module has num_layers={L}, so {what} must be {expected} {what} "
+        f"(what jrnn.stack takes), got {type(tree).__name__}"
+        f"{' of length ' + str(len(tree)) if isinstance(tree, (tuple, list)) else ''}."
+      )
     layers, paths = list(tree), [f"{what}[{l}]" for l in range(L)]
   else:
     layers, paths = [tree], [what]
@@ -277,8 +301,9 @@ def _disassemble(spec: _Spec, tree, pair_type, what: str, fn_name: str) -> list:
     if D == 2:
       if not isinstance(layer, pair_type):
         raise ValueError(
-            f"{fn_name}: the module is bidirectional, so {path} must be a {pair_type.__name__}"
-            f"(forward, backward), got {type(layer).__name__}.")
+          f"{fn_name}: the module is bidirectional, so {path} must be a {pair_type.__name__}"
+          f"(forward, backward), got {type(layer).__name__}."
+        )
       units += [(layer.forward, f"{path}.forward"), (layer.backward, f"{path}.backward")]
     else:
       units.append((layer, path))
@@ -316,11 +341,15 @@ def from_torch(module):
     ValueError: for an LSTM with ``proj_size > 0``, or a float64 module while
       JAX's float64 support is off.
 
-  Example::
-
-    m = torch.nn.GRU(4, 8, num_layers=2)
-    cell, params = jrnn.interop.cell_from_torch(m), jrnn.interop.from_torch(m)
-    carry, hs = jrnn.unroll(cell, params, xs)   # xs: [T, 4]; hs: [T, 8]
+  Example:
+    >>> import jax.numpy as jnp, torch, jrnn
+    >>> m = torch.nn.GRU(4, 8, num_layers=2)
+    >>> cell, params = jrnn.interop.cell_from_torch(m), jrnn.interop.from_torch(m)
+    >>> len(params), params[0].wx.shape, params[1].wx.shape  # two layers; wx = weight_ih^T
+    (2, (4, 24), (8, 24))
+    >>> carry, hs = jrnn.unroll(cell, params, jnp.ones((5, 4)))
+    >>> hs.shape
+    (5, 8)
   """
   fn_name = "jrnn.interop.from_torch"
   spec = _spec(module, fn_name)
@@ -338,8 +367,8 @@ def from_torch(module):
       b_ih = b_hh = np.zeros((G * H,), w_ih.dtype)
     wx, wh = jnp.asarray(w_ih.T), jnp.asarray(w_hh.T)
     if spec.kind == "gru":
-      b = np.concatenate([b_ih[:2 * H] + b_hh[:2 * H], b_ih[2 * H:]])
-      units.append(_gru.GRUParams(wx, wh, jnp.asarray(b), jnp.asarray(b_hh[2 * H:])))
+      b = np.concatenate([b_ih[: 2 * H] + b_hh[: 2 * H], b_ih[2 * H :]])
+      units.append(_gru.GRUParams(wx, wh, jnp.asarray(b), jnp.asarray(b_hh[2 * H :])))
     else:
       units.append(_PARAMS_TYPE[spec.kind](wx, wh, jnp.asarray(b_ih + b_hh)))
   return _assemble(spec, units, _bidirectional.BidirectionalParams)
@@ -370,7 +399,7 @@ def to_torch(params, module):
     ValueError: if the params do not fit the module, or hold a non-zero bias
       for a module built with ``bias=False``.
   """
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
 
   fn_name = "jrnn.interop.to_torch"
   spec = _spec(module, fn_name)
@@ -380,27 +409,28 @@ def to_torch(params, module):
   writes = []
   for (layer, direction), (p, path) in zip(_units(spec), units):
     if not isinstance(p, ptype):
-      raise ValueError(f"{fn_name}: {path} must be a {ptype.__name__} for this {spec.kind} module, "
-                       f"got {type(p).__name__}.")
+      raise ValueError(
+        f"{fn_name}: {path} must be a {ptype.__name__} for this {spec.kind} module, got {type(p).__name__}."
+      )
     in_size = spec.input_size if layer == 0 else H * spec.num_directions
     shapes = {"wx": (in_size, G * H), "wh": (H, G * H), "b": (G * H,), "bhn": (H,)}
     for field in p._fields:
       got = tuple(np.shape(getattr(p, field)))
       if got != shapes[field]:
         raise ValueError(
-            f"{fn_name}: {path}.{field} has shape {got}, but the module (input_size={spec.input_size}, "
-            f"hidden_size={H}, layer {layer}) needs {shapes[field]}.")
+          f"{fn_name}: {path}.{field} has shape {got}, but the module (input_size={spec.input_size}, "
+          f"hidden_size={H}, layer {layer}) needs {shapes[field]}."
+        )
     n_ih, n_hh, n_bih, n_bhh = _names(spec, layer, direction)
     writes += [(n_ih, np.asarray(p.wx).T), (n_hh, np.asarray(p.wh).T)]
     b = np.asarray(p.b)
     b_hh = np.zeros_like(b)
     if spec.kind == "gru":
-      b_hh[2 * H:] = np.asarray(p.bhn)
+      b_hh[2 * H :] = np.asarray(p.bhn)
     if spec.bias:
       writes += [(n_bih, b), (n_bhh, b_hh)]
     elif np.any(b != 0) or np.any(b_hh != 0):
-      raise ValueError(f"{fn_name}: the module has bias=False but {path} has non-zero biases, which it "
-                       "cannot hold.")
+      raise ValueError(f"{fn_name}: the module has bias=False but {path} has non-zero biases, which it cannot hold.")
   with torch.no_grad():
     for name, value in writes:
       target = getattr(module, name)
@@ -438,8 +468,10 @@ def carry_from_torch(module, hx):
     if spec.is_cell:
       a = a[None]
     if a.ndim < 2 or a.shape[0] != n or a.shape[-1] != spec.hidden_size:
-      raise ValueError(f"{fn_name}: hx has shape {tuple(a.shape)}, expected [{n}, *batch, {spec.hidden_size}] "
-                       "(num_layers * num_directions, batch, hidden_size).")
+      raise ValueError(
+        f"{fn_name}: hx has shape {tuple(a.shape)}, expected [{n}, *batch, {spec.hidden_size}] "
+        "(num_layers * num_directions, batch, hidden_size)."
+      )
     arrays.append(a)
   if spec.kind == "lstm":
     units = [_lstm.LSTMCarry(arrays[0][i], arrays[1][i]) for i in range(len(_units(spec)))]
@@ -476,8 +508,9 @@ def carry_to_torch(carry, module):
   for leaves in fields:
     shapes = {tuple(np.shape(x)) for x in leaves}
     if len(shapes) != 1 or next(iter(shapes))[-1:] != (spec.hidden_size,):
-      raise ValueError(f"{fn_name}: carry leaves must all have shape [*batch, {spec.hidden_size}], got "
-                       f"{sorted(shapes)}.")
+      raise ValueError(
+        f"{fn_name}: carry leaves must all have shape [*batch, {spec.hidden_size}], got {sorted(shapes)}."
+      )
     stacked = np.stack([np.asarray(x) for x in leaves])
     out.append(_to_tensor(stacked[0] if spec.is_cell else stacked, like))
   return out[0] if len(out) == 1 else tuple(out)

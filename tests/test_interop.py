@@ -30,8 +30,7 @@ B, T, I, H = 3, 6, 4, 5
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
-def make_module(mode, num_layers=1, bidirectional=False, *, batch_first=False, bias=True,
-                dtype=torch.float32, seed=0):
+def make_module(mode, num_layers=1, bidirectional=False, *, batch_first=False, bias=True, dtype=torch.float32, seed=0):
   """A torch module with random weights and clearly non-zero random biases."""
   torch.manual_seed(seed)
   kw = dict(num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first, bias=bias)
@@ -218,8 +217,7 @@ def test_cell_modules_match_torch_cells(mode):
       state = m(torch.from_numpy(x[:, t]), state)
       outs.append((state[0] if mode == "lstm" else state).numpy())
   cell, params = interop.cell_from_torch(m), interop.from_torch(m)
-  carry, hs = jax.vmap(lambda s, c: jrnn.unroll(cell, params, s, c))(
-      jnp.asarray(x), interop.carry_from_torch(m, hx))
+  carry, hs = jax.vmap(lambda s, c: jrnn.unroll(cell, params, s, c))(jnp.asarray(x), interop.carry_from_torch(m, hx))
   assert rel_err(hs, np.stack(outs, axis=1)) < 1e-5
   got = interop.carry_to_torch(carry, m)
   for g, s in zip(got if mode == "lstm" else (got,), state if mode == "lstm" else (state,)):
@@ -235,7 +233,8 @@ def test_masked_matches_packed_sequence(mode):
   mask = np.arange(T)[None, :] < lengths[:, None]
   x = np.where(mask[:, :, None], x, np.float32(0.0)).astype(np.float32)
   packed = torch.nn.utils.rnn.pack_padded_sequence(
-      torch.from_numpy(x), torch.from_numpy(lengths), batch_first=True, enforce_sorted=False)
+    torch.from_numpy(x), torch.from_numpy(lengths), batch_first=True, enforce_sorted=False
+  )
   with torch.no_grad():
     out, state = m(packed)
   out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
@@ -253,7 +252,8 @@ def test_masked_matches_packed_sequence(mode):
 def _swap(a, i, j, n):
   """Swaps gate blocks i and j (of width n) along the last axis."""
   a = np.array(a)
-  a[..., i * n:(i + 1) * n], a[..., j * n:(j + 1) * n] = a[..., j * n:(j + 1) * n].copy(), a[..., i * n:(i + 1) * n].copy()
+  bi, bj = slice(i * n, (i + 1) * n), slice(j * n, (j + 1) * n)
+  a[..., bi], a[..., bj] = a[..., bj].copy(), a[..., bi].copy()
   return jnp.asarray(a)
 
 
@@ -262,27 +262,35 @@ def _perturbations(mode):
   sw = lambda i, j: lambda p, m: p._replace(wx=_swap(p.wx, i, j, H), wh=_swap(p.wh, i, j, H), b=_swap(p.b, i, j, H))
   G = 3 if mode == "gru" else 4
   common = {
-      # Each H x H gate block of W_hh transposed (the full [G*H, H] cannot be, by shape).
-      "W_hh blocks not transposed": lambda p, m: p._replace(
-          wh=jnp.concatenate([p.wh[:, k * H:(k + 1) * H].T for k in range(G)], axis=1)),
-      "b_hh dropped": lambda p, m: p._replace(b=jnp.asarray(m.bias_ih_l0.detach().numpy())),
+    # Each H x H gate block of W_hh transposed (the full [G*H, H] cannot be, by shape).
+    "W_hh blocks not transposed": lambda p, m: p._replace(
+      wh=jnp.concatenate([p.wh[:, k * H : (k + 1) * H].T for k in range(G)], axis=1)
+    ),
+    "b_hh dropped": lambda p, m: p._replace(b=jnp.asarray(m.bias_ih_l0.detach().numpy())),
   }
   if mode == "gru":
     return {
-        **common,
-        "r<->z": sw(0, 1), "z<->n": sw(1, 2), "r<->n": sw(0, 2),
-        "b_hn merged into b_n": lambda p, m: p._replace(b=p.b.at[2 * H:].add(p.bhn), bhn=jnp.zeros_like(p.bhn)),
-        "b_hn sign": lambda p, m: p._replace(bhn=-p.bhn),
-        "n bias slice off by 0.1": lambda p, m: p._replace(b=p.b.at[2 * H:].add(0.1)),
-        "z gate 1-z": lambda p, m: p._replace(
-            wx=p.wx.at[:, H:2 * H].multiply(-1.0), wh=p.wh.at[:, H:2 * H].multiply(-1.0),
-            b=p.b.at[H:2 * H].multiply(-1.0)),
+      **common,
+      "r<->z": sw(0, 1),
+      "z<->n": sw(1, 2),
+      "r<->n": sw(0, 2),
+      "b_hn merged into b_n": lambda p, m: p._replace(b=p.b.at[2 * H :].add(p.bhn), bhn=jnp.zeros_like(p.bhn)),
+      "b_hn sign": lambda p, m: p._replace(bhn=-p.bhn),
+      "n bias slice off by 0.1": lambda p, m: p._replace(b=p.b.at[2 * H :].add(0.1)),
+      "z gate 1-z": lambda p, m: p._replace(
+        wx=p.wx.at[:, H : 2 * H].multiply(-1.0),
+        wh=p.wh.at[:, H : 2 * H].multiply(-1.0),
+        b=p.b.at[H : 2 * H].multiply(-1.0),
+      ),
     }
   return {
-      **common,
-      "i<->f": sw(0, 1), "f<->g": sw(1, 2), "g<->o": sw(2, 3), "i<->o": sw(0, 3),
-      "forget bias +1 twice": lambda p, m: p._replace(b=p.b.at[H:2 * H].add(1.0)),
-      "o bias slice off by 0.1": lambda p, m: p._replace(b=p.b.at[3 * H:].add(0.1)),
+    **common,
+    "i<->f": sw(0, 1),
+    "f<->g": sw(1, 2),
+    "g<->o": sw(2, 3),
+    "i<->o": sw(0, 3),
+    "forget bias +1 twice": lambda p, m: p._replace(b=p.b.at[H : 2 * H].add(1.0)),
+    "o bias slice off by 0.1": lambda p, m: p._replace(b=p.b.at[3 * H :].add(0.1)),
   }
 
 
@@ -307,8 +315,7 @@ def _random_jrnn_params(m, seed):
   params = jax.eval_shape(lambda k: interop.cell_from_torch(m).init(k, I), jax.random.key(0))
   leaves, tree = jax.tree_util.tree_flatten(params)
   rng = np.random.default_rng(seed)
-  return jax.tree_util.tree_unflatten(
-      tree, [jnp.asarray(rng.normal(size=l.shape).astype(l.dtype)) for l in leaves])
+  return jax.tree_util.tree_unflatten(tree, [jnp.asarray(rng.normal(size=l.shape).astype(l.dtype)) for l in leaves])
 
 
 def _assert_trees_equal(a, b):
@@ -342,12 +349,12 @@ def test_round_trip_module_same_function(mode):
     elif name.startswith("bias_ih"):
       want = p1[name] + p1[name.replace("_ih", "_hh")]
       if mode == "gru":
-        want[2 * H:] = p1[name][2 * H:]
+        want[2 * H :] = p1[name][2 * H :]
       assert torch.equal(p2[name], want), name
     else:
       want = torch.zeros_like(p1[name])
       if mode == "gru":
-        want[2 * H:] = p1[name][2 * H:]
+        want[2 * H :] = p1[name][2 * H :]
       assert torch.equal(p2[name], want), name
   x = torch.from_numpy(np.random.default_rng(0).normal(size=(T, B, I)).astype(np.float32))
   with torch.no_grad():
@@ -431,7 +438,8 @@ def test_low_precision_dtype_kept_and_round_trip_exact(dtype):
   m = make_module("gru", 2, True).to(dtype)
   params = interop.from_torch(m)
   assert {l.dtype for l in jax.tree_util.tree_leaves(params)} == {jnp.dtype(str(dtype).removeprefix("torch."))}
-  np.testing.assert_array_equal(np.asarray(params[1].backward.wh, np.float32),
-                                m.weight_hh_l1_reverse.detach().float().numpy().T)
+  np.testing.assert_array_equal(
+    np.asarray(params[1].backward.wh, np.float32), m.weight_hh_l1_reverse.detach().float().numpy().T
+  )
   m2 = make_module("gru", 2, True, seed=1).to(dtype)
   _assert_trees_equal(interop.from_torch(interop.to_torch(params, m2)), params)
