@@ -27,7 +27,7 @@ where ``aᵀ b`` of two row vectors is their outer product.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -86,18 +86,18 @@ def _output_error(output, loss, o, targets, scale):
   if loss == "mse":
     d = targets
     per_step = jnp.sum(jnp.square(y - d), axis=-1) / n
-    g = 2 * (y - d) / n                            # ∂ℓ/∂y
+    g = 2 * (y - d) / n  # ∂ℓ/∂y
     if output == "linear":
       eps = g
     elif output == "sigmoid":
-      eps = g * y * (1 - y)                        # σ' = y(1 - y), elementwise
+      eps = g * y * (1 - y)  # σ' = y(1 - y), elementwise
     else:
-      eps = y * (g - jnp.sum(g * y, axis=-1, keepdims=True))   # softmax Jacobian: diag(y) - y yᵀ
-  elif output == "softmax":                        # categorical cross-entropy, integer labels
+      eps = y * (g - jnp.sum(g * y, axis=-1, keepdims=True))  # softmax Jacobian: diag(y) - y yᵀ
+  elif output == "softmax":  # categorical cross-entropy, integer labels
     onehot = jax.nn.one_hot(targets, n, dtype=o.dtype)
     per_step = -jnp.sum(onehot * jax.nn.log_softmax(o, axis=-1), axis=-1)
     eps = y - onehot
-  else:                                            # sigmoid: binary cross-entropy per output
+  else:  # sigmoid: binary cross-entropy per output
     d = targets
     # log y = -softplus(-o) and log(1 - y) = -softplus(o), stable for large |o|.
     per_step = jnp.sum(d * jax.nn.softplus(-o) + (1 - d) * jax.nn.softplus(o), axis=-1)
@@ -107,21 +107,31 @@ def _output_error(output, loss, o, targets, scale):
 
 def _check(params, xs, targets, s0, activation, output, loss, reduction, truncate):
   if not isinstance(params, ElmanNetParams):
-    if (isinstance(params, tuple) and len(params) == 2 and isinstance(params[0], _elman.ElmanParams)
-        and isinstance(params[1], _linear.LinearParams)):
+    if (
+      isinstance(params, tuple)
+      and len(params) == 2
+      and isinstance(params[0], _elman.ElmanParams)
+      and isinstance(params[1], _linear.LinearParams)
+    ):
       params = ElmanNetParams(*params)
     else:
       raise TypeError(
-          f"{_FN}: params must be ElmanNetParams(cell=ElmanParams, head=LinearParams) or a pair "
-          f"(ElmanParams, LinearParams), got {type(params).__name__}.")
-  for name, value, options in (("activation", activation, _STATE_ACTIVATIONS), ("output", output, _OUTPUTS),
-                               ("loss", loss, _LOSSES), ("reduction", reduction, _REDUCTIONS)):
+        f"{_FN}: params must be ElmanNetParams(cell=ElmanParams, head=LinearParams) or a pair "
+        f"(ElmanParams, LinearParams), got {type(params).__name__}."
+      )
+  for name, value, options in (
+    ("activation", activation, _STATE_ACTIVATIONS),
+    ("output", output, _OUTPUTS),
+    ("loss", loss, _LOSSES),
+    ("reduction", reduction, _REDUCTIONS),
+  ):
     if value not in options:
       raise ValueError(f"{_FN}: {name} must be one of {options}, got {value!r}.")
   if loss == "cross_entropy" and output == "linear":
     raise ValueError(
-        f"{_FN}: loss='cross_entropy' needs probabilities: use output='softmax' (integer labels) or "
-        "output='sigmoid' (binary targets in [0, 1]); for unnormalised logits use output='softmax'.")
+      f"{_FN}: loss='cross_entropy' needs probabilities: use output='softmax' (integer labels) or "
+      "output='sigmoid' (binary targets in [0, 1]); for unnormalised logits use output='softmax'."
+    )
   if truncate is not None and (isinstance(truncate, bool) or not isinstance(truncate, int) or truncate < 1):
     raise ValueError(f"{_FN}: truncate must be None or a positive int, got {truncate!r}.")
   wx, wh, b = (jnp.asarray(a) for a in params.cell)
@@ -132,11 +142,17 @@ def _check(params, xs, targets, s0, activation, output, loss, reduction, truncat
   if wy.ndim != 2:
     raise ValueError(f"{_FN}: params.head.w must have shape [hidden_size, output_size], got {tuple(wy.shape)}.")
   O = wy.shape[1]
-  for name, a, shape in (("params.cell.wh", wh, (H, H)), ("params.cell.b", b, (H,)),
-                         ("params.head.w", wy, (H, O)), ("params.head.b", by, (O,))):
+  for name, a, shape in (
+    ("params.cell.wh", wh, (H, H)),
+    ("params.cell.b", b, (H,)),
+    ("params.head.w", wy, (H, O)),
+    ("params.head.b", by, (O,)),
+  ):
     if a.shape != shape:
-      raise ValueError(f"{_FN}: {name} must have shape {shape} to match params.cell.wx {tuple(wx.shape)} "
-                       f"and params.head.w {tuple(wy.shape)}, got {tuple(a.shape)}.")
+      raise ValueError(
+        f"{_FN}: {name} must have shape {shape} to match params.cell.wx {tuple(wx.shape)} "
+        f"and params.head.w {tuple(wy.shape)}, got {tuple(a.shape)}."
+      )
   dtype = wx.dtype
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(f"{_FN}: params must be floating, got dtype {dtype}.")
@@ -147,8 +163,10 @@ def _check(params, xs, targets, s0, activation, output, loss, reduction, truncat
 
   xs = jnp.asarray(xs)
   if xs.ndim != 2 or xs.shape[1] != I or xs.shape[0] == 0:
-    raise ValueError(f"{_FN}: xs must have shape [T, input_size] = [T, {I}] with T >= 1, got shape "
-                     f"{tuple(xs.shape)}. For a batch, wrap the call in jax.vmap.")
+    raise ValueError(
+      f"{_FN}: xs must have shape [T, input_size] = [T, {I}] with T >= 1, got shape "
+      f"{tuple(xs.shape)}. For a batch, wrap the call in jax.vmap."
+    )
   if not jnp.issubdtype(xs.dtype, jnp.floating):
     raise TypeError(f"{_FN}: xs must be floating, got dtype {xs.dtype}; one-hot encode tokens first.")
   xs = xs.astype(dtype)
@@ -156,18 +174,24 @@ def _check(params, xs, targets, s0, activation, output, loss, reduction, truncat
   targets = jnp.asarray(targets)
   if loss == "cross_entropy" and output == "softmax":
     if not jnp.issubdtype(targets.dtype, jnp.integer):
-      raise TypeError(f"{_FN}: with output='softmax' and loss='cross_entropy', targets must be integer "
-                      f"class labels of shape [T] = ({T},), got dtype {targets.dtype}.")
+      raise TypeError(
+        f"{_FN}: with output='softmax' and loss='cross_entropy', targets must be integer "
+        f"class labels of shape [T] = ({T},), got dtype {targets.dtype}."
+      )
     if targets.shape != (T,):
-      raise ValueError(f"{_FN}: targets must be integer labels of shape [T] = ({T},), got shape "
-                       f"{tuple(targets.shape)}.")
+      raise ValueError(
+        f"{_FN}: targets must be integer labels of shape [T] = ({T},), got shape {tuple(targets.shape)}."
+      )
   else:
     if not jnp.issubdtype(targets.dtype, jnp.floating):
-      raise TypeError(f"{_FN}: with output={output!r} and loss={loss!r}, targets must be floating "
-                      f"[T, output_size] = ({T}, {O}), got dtype {targets.dtype}.")
+      raise TypeError(
+        f"{_FN}: with output={output!r} and loss={loss!r}, targets must be floating "
+        f"[T, output_size] = ({T}, {O}), got dtype {targets.dtype}."
+      )
     if targets.shape != (T, O):
-      raise ValueError(f"{_FN}: targets must have shape [T, output_size] = ({T}, {O}), got shape "
-                       f"{tuple(targets.shape)}.")
+      raise ValueError(
+        f"{_FN}: targets must have shape [T, output_size] = ({T}, {O}), got shape {tuple(targets.shape)}."
+      )
     targets = targets.astype(dtype)
   if s0 is None:
     s0 = jnp.zeros((H,), dtype)
@@ -182,16 +206,16 @@ def _check(params, xs, targets, s0, activation, output, loss, reduction, truncat
 
 
 def elman_bptt(
-    params: ElmanNetParams,
-    xs: jax.typing.ArrayLike,
-    targets: jax.typing.ArrayLike,
-    s0: Optional[jax.typing.ArrayLike] = None,
-    *,
-    activation: str = "tanh",
-    output: str = "linear",
-    loss: str = "mse",
-    reduction: str = "mean",
-    truncate: Optional[int] = None,
+  params: ElmanNetParams,
+  xs: jax.typing.ArrayLike,
+  targets: jax.typing.ArrayLike,
+  s0: jax.typing.ArrayLike | None = None,
+  *,
+  activation: str = "tanh",
+  output: str = "linear",
+  loss: str = "mse",
+  reduction: str = "mean",
+  truncate: int | None = None,
 ) -> tuple[jax.Array, ElmanNetParams]:
   """The loss of the Elman network and its gradients, by hand-written BPTT.
 
@@ -315,13 +339,14 @@ def elman_bptt(
   os = ss @ wy + by[None, :]
   per_step, eps = _output_error(output, loss, os, targets, scale)
   total = scale * jnp.sum(per_step)
-  s_prevs = jnp.concatenate([s0[None], ss[:-1]], axis=0)     # sₜ₋₁ for t = 1 … T
+  s_prevs = jnp.concatenate([s0[None], ss[:-1]], axis=0)  # sₜ₋₁ for t = 1 … T
   dphis = _dphi(activation, zs, ss)
 
   # Backward: δₜ = (εₜ Wyᵀ + δₜ₊₁ Wsᵀ) ⊙ φ'(zₜ), gradients summed over t.
   zero_grads = ElmanNetParams(
-      _elman.ElmanParams(jnp.zeros_like(wx), jnp.zeros_like(ws), jnp.zeros_like(b)),
-      _linear.LinearParams(jnp.zeros_like(wy), jnp.zeros_like(by)))
+    _elman.ElmanParams(jnp.zeros_like(wx), jnp.zeros_like(ws), jnp.zeros_like(b)),
+    _linear.LinearParams(jnp.zeros_like(wy), jnp.zeros_like(by)),
+  )
   k = T if truncate is None else min(truncate, T)
   # In flight: row j is the error at zₜ due to the loss at step t + j (δ^{(t+j)}_t).
   # Full BPTT needs only their sum, so it carries one row.
@@ -330,18 +355,19 @@ def elman_bptt(
   def backward(carry, step):
     grads, in_flight = carry
     x, s_prev, s, dphi, e = step
-    from_output = (e @ wy.T) * dphi                          # δ^{(t)}_t
-    from_future = (in_flight @ ws.T) * dphi[None, :]         # δ^{(t+j)}_t from δ^{(t+j)}_{t+1}
+    from_output = (e @ wy.T) * dphi  # δ^{(t)}_t
+    from_future = (in_flight @ ws.T) * dphi[None, :]  # δ^{(t+j)}_t from δ^{(t+j)}_{t+1}
     if truncate is None:
       in_flight = from_output[None, :] + from_future
     else:
       # The error from step t + k has used up its k transitions: drop it.
       in_flight = jnp.concatenate([from_output[None, :], from_future[:-1]], axis=0)
-    delta = jnp.sum(in_flight, axis=0)                       # δₜ = ∂L/∂zₜ
+    delta = jnp.sum(in_flight, axis=0)  # δₜ = ∂L/∂zₜ
     (gwx, gws, gb), (gwy, gby) = grads
     grads = ElmanNetParams(
-        _elman.ElmanParams(gwx + jnp.outer(x, delta), gws + jnp.outer(s_prev, delta), gb + delta),
-        _linear.LinearParams(gwy + jnp.outer(s, e), gby + e))
+      _elman.ElmanParams(gwx + jnp.outer(x, delta), gws + jnp.outer(s_prev, delta), gb + delta),
+      _linear.LinearParams(gwy + jnp.outer(s, e), gby + e),
+    )
     return (grads, in_flight), None
 
   in_flight = jnp.zeros((rows, H), wx.dtype)

@@ -28,7 +28,7 @@ import os
 import re
 import shutil
 import uuid
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -73,7 +73,7 @@ def all_steps(directory: str) -> list[int]:
   return sorted(int(m.group(1)) for m in found if m and os.path.isdir(os.path.join(directory, m.group(0))))
 
 
-def latest_step(directory: str) -> Optional[int]:
+def latest_step(directory: str) -> int | None:
   """The newest step saved in ``directory``, or None."""
   steps = all_steps(directory)
   return steps[-1] if steps else None
@@ -105,8 +105,7 @@ def _write_json(path, obj):
 
 
 def _tree(state):
-  tree = {"params": state.params, "opt_state": state.opt_state,
-          "key": jax.random.key_data(state.key)}
+  tree = {"params": state.params, "opt_state": state.opt_state, "key": jax.random.key_data(state.key)}
   if state.carry is not None:
     tree["carry"] = state.carry
   return tree
@@ -118,7 +117,7 @@ def _signature(tree):
   return [[jax.tree_util.keystr(path), list(np.shape(x)), str(jax.numpy.result_type(x))] for path, x in leaves]
 
 
-def save(directory: str, state: TrainState, *, metadata: Optional[dict] = None, keep: int = 2) -> str:
+def save(directory: str, state: TrainState, *, metadata: dict | None = None, keep: int = 2) -> str:
   """Saves ``state`` as ``directory/step_<state.step>``, atomically.
 
   Args:
@@ -155,8 +154,13 @@ def save(directory: str, state: TrainState, *, metadata: Optional[dict] = None, 
       checkpointer.wait_until_finished()
     finally:
       checkpointer.close()
-    meta = {"format": FORMAT, "step": step, "has_carry": state.carry is not None,
-            "leaves": _signature(_tree(state)), "metadata": {} if metadata is None else metadata}
+    meta = {
+      "format": FORMAT,
+      "step": step,
+      "has_carry": state.carry is not None,
+      "leaves": _signature(_tree(state)),
+      "metadata": {} if metadata is None else metadata,
+    }
     _write_json(os.path.join(tmp, "meta.json"), meta)
     _write_json(os.path.join(tmp, "MANIFEST.json"), {f: _sha256(os.path.join(tmp, f)) for f in _files(tmp)})
     if os.path.exists(final):  # re-saving a step: swap, so that one of the two is always complete
@@ -168,8 +172,10 @@ def save(directory: str, state: TrainState, *, metadata: Optional[dict] = None, 
       os.rename(tmp, final)
   except Exception as e:
     shutil.rmtree(tmp, ignore_errors=True)
-    raise CheckpointError(f"saving checkpoint step {step} to {directory} failed ({type(e).__name__}: {e}); "
-                          "earlier checkpoints are untouched.") from e
+    raise CheckpointError(
+      f"saving checkpoint step {step} to {directory} failed ({type(e).__name__}: {e}); "
+      "earlier checkpoints are untouched."
+    ) from e
   for old_step in all_steps(directory)[:-keep]:
     shutil.rmtree(step_dir(directory, old_step), ignore_errors=True)
   return final
@@ -188,7 +194,7 @@ def _resolve(directory, step):
   return directory, step, steps
 
 
-def verify(directory: str, step: Optional[int] = None) -> dict:
+def verify(directory: str, step: int | None = None) -> dict:
   """Checks a checkpoint's files against its manifest; returns its ``meta.json``.
 
   Raises:
@@ -220,17 +226,18 @@ def verify(directory: str, step: Optional[int] = None) -> dict:
   with open(os.path.join(path, "meta.json")) as f:
     meta = json.load(f)
   if meta.get("format") != FORMAT or meta.get("step") != step:
-    raise corrupt(f"meta.json has format {meta.get('format')!r} and step {meta.get('step')!r}, "
-                  f"expected {FORMAT!r} and {step}")
+    raise corrupt(
+      f"meta.json has format {meta.get('format')!r} and step {meta.get('step')!r}, expected {FORMAT!r} and {step}"
+    )
   return meta
 
 
-def read_metadata(directory: str, step: Optional[int] = None) -> dict:
+def read_metadata(directory: str, step: int | None = None) -> dict:
   """The ``metadata`` given to :func:`save` for ``step`` (default: the latest), after :func:`verify`."""
   return verify(directory, step)["metadata"]
 
 
-def restore(directory: str, like: TrainState, *, step: Optional[int] = None) -> TrainState:
+def restore(directory: str, like: TrainState, *, step: int | None = None) -> TrainState:
   """Restores the checkpoint of ``step`` (default: the latest) from ``directory``.
 
   Args:
@@ -253,19 +260,22 @@ def restore(directory: str, like: TrainState, *, step: Optional[int] = None) -> 
   meta = verify(directory, step)
   path = step_dir(os.path.abspath(directory), meta["step"])
   if meta["has_carry"] != (like.carry is not None):
-    raise CheckpointError(f"checkpoint {path} {'has' if meta['has_carry'] else 'has no'} recurrent carry, "
-                          f"but the state to restore into {'has none' if like.carry is None else 'has one'} "
-                          "(stateful and stateless runs cannot resume each other).")
+    raise CheckpointError(
+      f"checkpoint {path} {'has' if meta['has_carry'] else 'has no'} recurrent carry, "
+      f"but the state to restore into {'has none' if like.carry is None else 'has one'} "
+      "(stateful and stateless runs cannot resume each other)."
+    )
   # Compare shapes and dtypes before orbax reads anything: a failed orbax restore
   # gives a less useful message and leaves callbacks behind on a closed event loop.
   want, saved = _signature(_tree(like)), meta["leaves"]
   mismatch = next(((w, g) for w, g in zip(want, saved) if w != g), None)
   if mismatch is not None or len(want) != len(saved):
     w, g = mismatch or (f"{len(want)} leaves", f"{len(saved)} leaves")
-    raise CheckpointError(f"checkpoint {path} does not fit the model being restored: it has {g} where the "
-                          f"model has {w}; was it saved with another task, cell or size?")
-  target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jax.numpy.result_type(x)),
-                                  _tree(like))
+    raise CheckpointError(
+      f"checkpoint {path} does not fit the model being restored: it has {g} where the "
+      f"model has {w}; was it saved with another task, cell or size?"
+    )
+  target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jax.numpy.result_type(x)), _tree(like))
   checkpointer = ocp.StandardCheckpointer()
   try:
     tree = checkpointer.restore(os.path.join(path, "state"), target)

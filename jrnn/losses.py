@@ -15,12 +15,11 @@ their count (a fully masked input gives 0, not NaN).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.core import Tracer
 
 
 def _check_mask(fn, mask, batch_shape):
@@ -41,8 +40,9 @@ def _masked_mean(values, mask):
   return total / jnp.maximum(count, 1)
 
 
-def mse(pred: jax.typing.ArrayLike, target: jax.typing.ArrayLike,
-        mask: Optional[jax.typing.ArrayLike] = None) -> jax.Array:
+def mse(
+  pred: jax.typing.ArrayLike, target: jax.typing.ArrayLike, mask: jax.typing.ArrayLike | None = None
+) -> jax.Array:
   """Mean squared error, averaged over valid positions and output features.
 
   Args:
@@ -65,8 +65,10 @@ def mse(pred: jax.typing.ArrayLike, target: jax.typing.ArrayLike,
   """
   pred, target = jnp.asarray(pred), jnp.asarray(target)
   if pred.shape != target.shape:
-    raise ValueError(f"jrnn.losses.mse: pred has shape {tuple(pred.shape)} but target has "
-                     f"shape {tuple(target.shape)}; they must match.")
+    raise ValueError(
+      f"jrnn.losses.mse: pred has shape {tuple(pred.shape)} but target has "
+      f"shape {tuple(target.shape)}; they must match."
+    )
   if not (jnp.issubdtype(pred.dtype, jnp.floating) and jnp.issubdtype(target.dtype, jnp.floating)):
     raise TypeError(f"jrnn.losses.mse: pred and target must be floating, got {pred.dtype} and {target.dtype}.")
   if pred.ndim == 0:
@@ -83,7 +85,7 @@ def _check_labels_in_range(fn, int_labels, num_classes, mask):
   Does nothing when the labels (or the mask) are tracers, as under ``jit``,
   ``vmap`` or ``grad`` with respect to them: their values are not known then.
   """
-  if isinstance(int_labels, jax.core.Tracer) or isinstance(mask, jax.core.Tracer):
+  if isinstance(int_labels, Tracer) or isinstance(mask, Tracer):
     return
   labels = np.asarray(int_labels)
   bad = (labels < 0) | (labels >= num_classes)
@@ -95,13 +97,15 @@ def _check_labels_in_range(fn, int_labels, num_classes, mask):
   values = np.unique(labels[bad])
   shown = ", ".join(str(v) for v in values[:5]) + (", ..." if values.size > 5 else "")
   raise ValueError(
-      f"{fn}: int_labels must lie in [0, num_classes) = [0, {num_classes}) at every "
-      f"{'unmasked ' if mask is not None else ''}position, got {shown} at {len(where)} position(s), "
-      f"the first at index {tuple(int(i) for i in where[0])}.")
+    f"{fn}: int_labels must lie in [0, num_classes) = [0, {num_classes}) at every "
+    f"{'unmasked ' if mask is not None else ''}position, got {shown} at {len(where)} position(s), "
+    f"the first at index {tuple(int(i) for i in where[0])}."
+  )
 
 
-def softmax_cross_entropy(logits: jax.typing.ArrayLike, int_labels: jax.typing.ArrayLike,
-                          mask: Optional[jax.typing.ArrayLike] = None) -> jax.Array:
+def softmax_cross_entropy(
+  logits: jax.typing.ArrayLike, int_labels: jax.typing.ArrayLike, mask: jax.typing.ArrayLike | None = None
+) -> jax.Array:
   r"""Cross-entropy of integer labels under ``softmax(logits)``, averaged over valid positions.
 
   .. math::
@@ -161,8 +165,10 @@ def softmax_cross_entropy(logits: jax.typing.ArrayLike, int_labels: jax.typing.A
   if not jnp.issubdtype(logits.dtype, jnp.floating):
     raise TypeError(f"{fn}: logits must be floating, got dtype {logits.dtype}.")
   if logits.ndim == 0 or int_labels.shape != logits.shape[:-1]:
-    raise ValueError(f"{fn}: int_labels must have shape logits.shape[:-1] = {tuple(logits.shape[:-1])}, "
-                     f"got {tuple(int_labels.shape)} (logits {tuple(logits.shape)}).")
+    raise ValueError(
+      f"{fn}: int_labels must have shape logits.shape[:-1] = {tuple(logits.shape[:-1])}, "
+      f"got {tuple(int_labels.shape)} (logits {tuple(logits.shape)})."
+    )
   if mask is not None:
     mask = _check_mask(fn, mask, logits.shape[:-1])
   num_classes = logits.shape[-1]

@@ -14,8 +14,13 @@ import jrnn.tasks
 from jrnn import bptt
 
 # (output, loss): every combination elman_bptt accepts.
-OUTPUT_LOSSES = (("linear", "mse"), ("sigmoid", "mse"), ("softmax", "mse"),
-                 ("softmax", "cross_entropy"), ("sigmoid", "cross_entropy"))
+OUTPUT_LOSSES = (
+  ("linear", "mse"),
+  ("sigmoid", "mse"),
+  ("softmax", "mse"),
+  ("softmax", "cross_entropy"),
+  ("sigmoid", "cross_entropy"),
+)
 
 
 def make_problem(seed, T, I, H, O, output, loss, dtype=jnp.float64, scale=0.5):
@@ -26,8 +31,9 @@ def make_problem(seed, T, I, H, O, output, loss, dtype=jnp.float64, scale=0.5):
     return jnp.asarray(std * rng.standard_normal(shape), dtype)
 
   params = bptt.ElmanNetParams(
-      jrnn.ElmanParams(normal(I, H, std=1 / np.sqrt(I)), normal(H, H, std=1 / np.sqrt(H)), normal(H)),
-      jrnn.LinearParams(normal(H, O, std=1 / np.sqrt(H)), normal(O)))
+    jrnn.ElmanParams(normal(I, H, std=1 / np.sqrt(I)), normal(H, H, std=1 / np.sqrt(H)), normal(H)),
+    jrnn.LinearParams(normal(H, O, std=1 / np.sqrt(H)), normal(O)),
+  )
   xs = normal(T, I, std=1.0)
   if output == "softmax" and loss == "cross_entropy":
     targets = jnp.asarray(rng.integers(0, O, T), jnp.int32)
@@ -43,7 +49,7 @@ def reference_loss(params, xs, targets, *, activation, output, loss, reduction):
   _, hs = jrnn.unroll(jrnn.elman(H, activation=activation, dtype=dtype), params.cell, xs)
   logits = jrnn.linear(O, dtype=dtype).apply(params.head, hs)
   T = xs.shape[0]
-  c = 1.0 if reduction == "mean" else float(T)   # jrnn.losses average over time
+  c = 1.0 if reduction == "mean" else float(T)  # jrnn.losses average over time
   if loss == "mse":
     ys = {"linear": logits, "sigmoid": jax.nn.sigmoid(logits), "softmax": jax.nn.softmax(logits, axis=-1)}[output]
     return c * jrnn.losses.mse(ys, targets)
@@ -66,14 +72,20 @@ def max_abs_diff(a, b):
 @functools.partial(jax.jit, static_argnames=("activation", "output", "loss"))
 def bptt_and_reference(params, xs, targets, **opts):
   """Both reductions, hand-written and by jax.grad, in one compiled function (half the compile time)."""
-  return {r: (bptt.elman_bptt(params, xs, targets, reduction=r, **opts),
-              jax.value_and_grad(reference_loss)(params, xs, targets, reduction=r, **opts))
-          for r in ("mean", "sum")}
+  return {
+    r: (
+      bptt.elman_bptt(params, xs, targets, reduction=r, **opts),
+      jax.value_and_grad(reference_loss)(params, xs, targets, reduction=r, **opts),
+    )
+    for r in ("mean", "sum")
+  }
 
 
 # Every combination for the seeds' state nonlinearities (tanh, sigmoid); ReLU on two of them.
-_CASES = ([(a, o, l) for a in ("tanh", "sigmoid") for (o, l) in OUTPUT_LOSSES]
-          + [("relu", "linear", "mse"), ("relu", "softmax", "cross_entropy")])
+_CASES = [(a, o, l) for a in ("tanh", "sigmoid") for (o, l) in OUTPUT_LOSSES] + [
+  ("relu", "linear", "mse"),
+  ("relu", "softmax", "cross_entropy"),
+]
 
 
 @pytest.mark.parametrize("activation,output,loss", _CASES)
@@ -86,8 +98,9 @@ def test_equals_jax_grad(x64, activation, output, loss):
   results = bptt_and_reference(params, xs, targets, activation=activation, output=output, loss=loss)
   for (value, grads), (ref_value, ref_grads) in results.values():
     assert jax.tree.structure(grads) == jax.tree.structure(params)
-    assert all(g.dtype == jnp.float64 and g.shape == p.shape
-               for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(params)))
+    assert all(
+      g.dtype == jnp.float64 and g.shape == p.shape for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(params))
+    )
     np.testing.assert_allclose(value, ref_value, rtol=1e-12, atol=1e-12)
     assert max_abs_diff(grads, ref_grads) < 1e-10
   # "sum" is T times "mean": the two reductions were really different losses.
@@ -110,8 +123,10 @@ def test_pair_params_and_initial_state(x64):
   assert max_abs_diff(grads, ref_grads) < 1e-10
 
 
-@pytest.mark.parametrize("activation,output,loss", [("tanh", "linear", "mse"), ("sigmoid", "softmax", "cross_entropy"),
-                                                    ("relu", "sigmoid", "cross_entropy")])
+@pytest.mark.parametrize(
+  "activation,output,loss",
+  [("tanh", "linear", "mse"), ("sigmoid", "softmax", "cross_entropy"), ("relu", "sigmoid", "cross_entropy")],
+)
 def test_central_finite_differences(x64, activation, output, loss):
   params, xs, targets = make_problem(11, 5, 3, 4, 3, output, loss)
   opts = dict(activation=activation, output=output, loss=loss, reduction="mean")
@@ -155,8 +170,9 @@ def test_dogs_example(x64):
   """
   data = jrnn.tasks.dogs(jnp.float64)
   k1, k2 = jax.random.split(jax.random.key(4))
-  params = bptt.ElmanNetParams(jrnn.elman(3, dtype=jnp.float64).init(k1, 4),
-                               jrnn.linear(4, dtype=jnp.float64).init(k2, 3))
+  params = bptt.ElmanNetParams(
+    jrnn.elman(3, dtype=jnp.float64).init(k1, 4), jrnn.linear(4, dtype=jnp.float64).init(k2, 3)
+  )
   opts = dict(activation="tanh", output="softmax", loss="cross_entropy", reduction="mean")
   value, grads = elman_bptt(params, data.xs, data.labels, **opts)
   ref_value, ref_grads = reference_value_and_grad(params, data.xs, data.labels, **opts)
@@ -182,7 +198,7 @@ def truncated_reference_loss(params, xs, targets, k, *, activation, output, loss
   dtype = params.cell.wx.dtype
   cell, head = jrnn.elman(H, activation=activation, dtype=dtype), jrnn.linear(O, dtype=dtype)
   _, hs = jrnn.unroll(cell, params.cell, xs)
-  states = jnp.concatenate([jnp.zeros((1, H), dtype), hs], axis=0)   # states[t] = s_t, s_0 = 0
+  states = jnp.concatenate([jnp.zeros((1, H), dtype), hs], axis=0)  # states[t] = s_t, s_0 = 0
   T = xs.shape[0]
   total = jnp.zeros((), dtype)
   for t in range(1, T + 1):
@@ -203,15 +219,22 @@ def _step_loss(o, target, output, loss):
   return jnp.sum(optax.sigmoid_binary_cross_entropy(o, target))
 
 
-@pytest.mark.parametrize("k,activation,output,loss,reduction", [
-    (1, "tanh", "linear", "mse", "mean"), (3, "tanh", "linear", "mse", "mean"),
-    (2, "sigmoid", "softmax", "cross_entropy", "sum"), (4, "tanh", "sigmoid", "cross_entropy", "mean")])
+@pytest.mark.parametrize(
+  "k,activation,output,loss,reduction",
+  [
+    (1, "tanh", "linear", "mse", "mean"),
+    (3, "tanh", "linear", "mse", "mean"),
+    (2, "sigmoid", "softmax", "cross_entropy", "sum"),
+    (4, "tanh", "sigmoid", "cross_entropy", "mean"),
+  ],
+)
 def test_truncation_equals_stop_gradient_reference(x64, k, activation, output, loss, reduction):
   params, xs, targets = make_problem(5, 8, 3, 4, 3, output, loss, scale=1.0)
   opts = dict(activation=activation, output=output, loss=loss, reduction=reduction)
   value, grads = elman_bptt(params, xs, targets, truncate=k, **opts)
   ref_value, ref_grads = jax.jit(jax.value_and_grad(truncated_reference_loss), static_argnums=3, static_argnames=_OPTS)(
-      params, xs, targets, k, **opts)
+    params, xs, targets, k, **opts
+  )
   np.testing.assert_allclose(value, ref_value, rtol=1e-12)
   assert max_abs_diff(grads, ref_grads) < 1e-10
   # Truncation really changes the recurrent gradients (so the comparison above is not vacuous) ...
@@ -231,15 +254,16 @@ def test_truncation_longer_than_sequence_is_full_bptt(x64):
 
 def _sabotaged_dphi(activation, z, s):
   del activation, z
-  return s * (1 - s)          # the sigmoid's derivative used for tanh
+  return s * (1 - s)  # the sigmoid's derivative used for tanh
 
 
 @pytest.mark.parametrize("sabotage", ["wrong_derivative", "sign", "missing_recurrent_term"])
 def test_a_broken_recursion_is_caught(x64, monkeypatch, sabotage):
   """The comparison with jax.grad fails for a recursion with a wrong derivative, sign or term."""
   params, xs, targets = make_problem(8, 7, 3, 4, 3, "linear", "mse")
-  _, ref = reference_value_and_grad(params, xs, targets, activation="tanh", output="linear", loss="mse",
-                                    reduction="mean")
+  _, ref = reference_value_and_grad(
+    params, xs, targets, activation="tanh", output="linear", loss="mse", reduction="mean"
+  )
   _, good = elman_bptt(params, xs, targets)
   assert max_abs_diff(good, ref) < 1e-10
   if sabotage == "missing_recurrent_term":
@@ -254,7 +278,7 @@ def test_a_broken_recursion_is_caught(x64, monkeypatch, sabotage):
     # A fresh function, so that no compiled (unsabotaged) version is reused.
     _, broken = jax.jit(lambda p, x, d: bptt.elman_bptt(p, x, d))(params, xs, targets)
   assert max_abs_diff(broken.cell, ref.cell) > 1e-3
-  assert max_abs_diff(broken.head, ref.head) < 1e-10   # the head's gradient does not use δ
+  assert max_abs_diff(broken.head, ref.head) < 1e-10  # the head's gradient does not use δ
 
 
 def test_float32_close_to_jax_grad():

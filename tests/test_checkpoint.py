@@ -60,15 +60,23 @@ def test_resume_is_bit_identical(tmp_path):
   whole = train.fit(step, state.params, state.opt_state, _batch_fn(state.key), steps=2 * N, progress=False)
 
   first = train.fit(step, state.params, state.opt_state, _batch_fn(state.key), steps=N, progress=False)
-  checkpoint.save(tmp_path, checkpoint.TrainState(N, first.params, first.opt_state, state.key),
-                  metadata={"note": "half"})
+  checkpoint.save(
+    tmp_path, checkpoint.TrainState(N, first.params, first.opt_state, state.key), metadata={"note": "half"}
+  )
   del first
   fresh, step2 = _run()  # a new process would rebuild everything: the restore must not need the old objects
   restored = checkpoint.restore(tmp_path, fresh)
   assert restored.step == N and checkpoint.read_metadata(tmp_path) == {"note": "half"}
   np.testing.assert_array_equal(jax.random.key_data(restored.key), jax.random.key_data(state.key))
-  second = train.fit(step2, restored.params, restored.opt_state, _batch_fn(restored.key), steps=2 * N,
-                     start_step=restored.step, progress=False)
+  second = train.fit(
+    step2,
+    restored.params,
+    restored.opt_state,
+    _batch_fn(restored.key),
+    steps=2 * N,
+    start_step=restored.step,
+    progress=False,
+  )
   _assert_identical(second.params, whole.params)
   _assert_identical(second.opt_state, whole.opt_state)
   assert type(second.params[0]) is jrnn.GRUParams
@@ -109,9 +117,11 @@ def test_corrupt_file_is_detected_and_named(tmp_path):
     f.seek(-1, os.SEEK_CUR)
     f.write(bytes([byte[0] ^ 0xFF]))
   rel = os.path.relpath(victim, path)
-  with pytest.raises(checkpoint.CheckpointError,
-                     match=f"step_00000002 is corrupt or incomplete: file {rel} does not match its SHA-256.*"
-                           r"An earlier checkpoint exists \(step 1\)"):
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=f"step_00000002 is corrupt or incomplete: file {rel} does not match its SHA-256.*"
+    r"An earlier checkpoint exists \(step 1\)",
+  ):
     checkpoint.restore(tmp_path, state)
   restored = checkpoint.restore(tmp_path, state, step=1)  # the earlier one is still good
   _assert_identical(restored.params, state.params)
@@ -125,9 +135,11 @@ def test_wrong_model_is_a_clear_error(tmp_path):
   checkpoint.save(tmp_path, state._replace(step=1))
   cell = jrnn.gru(7)
   other = state._replace(params=(cell.init(jax.random.key(0), 2), state.params[1]))
-  with pytest.raises(checkpoint.CheckpointError,
-                     match=r"does not fit the model being restored: it has .*wx.*\[2, 18\].* where the model has "
-                           r".*wx.*\[2, 21\]"):
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=r"does not fit the model being restored: it has .*wx.*\[2, 18\].* where the model has "
+    r".*wx.*\[2, 21\]",
+  ):
     checkpoint.restore(tmp_path, other._replace(opt_state=optax.adam(0.01).init(other.params)))
 
 

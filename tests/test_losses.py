@@ -16,8 +16,9 @@ def test_mse_matches_seeds_formula(x64):
   np.testing.assert_allclose(jrnn.losses.mse(jnp.asarray(pred), jnp.asarray(target)), want, rtol=1e-14)
   mask = np.array([1, 0, 1, 1, 0], bool)
   want_m = np.sum((pred[mask] - target[mask]) ** 2) / (mask.sum() * 2)
-  np.testing.assert_allclose(jrnn.losses.mse(jnp.asarray(pred), jnp.asarray(target), jnp.asarray(mask)),
-                             want_m, rtol=1e-14)
+  np.testing.assert_allclose(
+    jrnn.losses.mse(jnp.asarray(pred), jnp.asarray(target), jnp.asarray(mask)), want_m, rtol=1e-14
+  )
 
 
 def test_softmax_cross_entropy_matches_log_softmax(x64):
@@ -62,8 +63,11 @@ def _numpy_cross_entropy(logits, labels, mask):
 @pytest.mark.parametrize("bad", [4, 7, -1, -4, -5])
 def test_out_of_range_label_raises_eagerly(bad):
   labels = jnp.array([[0, 1, 2], [3, bad, 0]])
-  with pytest.raises(ValueError, match=rf"int_labels must lie in \[0, num_classes\) = \[0, 4\) at every position, "
-                                       rf"got {bad} at 1 position\(s\), the first at index \(1, 1\)"):
+  with pytest.raises(
+    ValueError,
+    match=rf"int_labels must lie in \[0, num_classes\) = \[0, 4\) at every position, "
+    rf"got {bad} at 1 position\(s\), the first at index \(1, 1\)",
+  ):
     jrnn.losses.softmax_cross_entropy(jnp.zeros((2, 3, 4)), labels)
   # With the labels concrete, jax.grad with respect to the logits checks them too.
   with pytest.raises(ValueError, match="int_labels must lie in"):
