@@ -1,9 +1,11 @@
 """jrnn: recurrent neural networks as pure JAX functions.
 
 Cells are NamedTuples of pure functions (``init``, ``initial_carry``,
-``step``) over parameter pytrees; :func:`unroll` runs them over time with
-``jax.lax.scan``; ``jax.grad`` gives backpropagation through time; batches come
-from ``jax.vmap``.
+``step``) over parameter pytrees, with a typed ``kind`` that says how they run
+(:mod:`jrnn._cell`); :func:`unroll` runs them over time with ``jax.lax.scan``;
+``jax.grad`` gives backpropagation through time; batches come from
+:func:`unroll_batch` or ``jax.vmap``. The command line, the demo and the
+benchmark harness live in :mod:`jrnn.apps`, which ``import jrnn`` never loads.
 """
 
 from jrnn import bptt as bptt
@@ -18,14 +20,21 @@ from jrnn._bidirectional import BidirectionalParams as BidirectionalParams
 from jrnn._bidirectional import bidirectional as bidirectional
 from jrnn._block import BlockParams as BlockParams
 from jrnn._block import linear_recurrent_block as linear_recurrent_block
+from jrnn._cell import AffineRecurrence as AffineRecurrence
 from jrnn._cell import Cell as Cell
+from jrnn._cell import LinearRecurrence as LinearRecurrence
 from jrnn._cell import LogCoefficients as LogCoefficients
+from jrnn._cell import Projected as Projected
+from jrnn._cell import SequenceLayer as SequenceLayer
+from jrnn._cell import Stepwise as Stepwise
+from jrnn._cell import make_cell as make_cell
 from jrnn._elman import ElmanParams as ElmanParams
 from jrnn._elman import elman as elman
 from jrnn._gru import GRUParams as GRUParams
 from jrnn._gru import gru as gru
 from jrnn._linear import Head as Head
 from jrnn._linear import LinearParams as LinearParams
+from jrnn._linear import ModelParams as ModelParams
 from jrnn._linear import linear as linear
 from jrnn._lstm import LSTMCarry as LSTMCarry
 from jrnn._lstm import LSTMParams as LSTMParams
@@ -41,6 +50,9 @@ from jrnn._modes import last_valid as last_valid
 from jrnn._modes import many_to_many as many_to_many
 from jrnn._modes import many_to_one as many_to_one
 from jrnn._modes import one_to_many as one_to_many
+from jrnn._options import Options as Options
+from jrnn._registry import CELLS as CELLS
+from jrnn._registry import WRAPPERS as WRAPPERS
 from jrnn._stack import stack as stack
 from jrnn._unroll import unroll as unroll
 from jrnn._unroll import unroll_batch as unroll_batch
@@ -56,6 +68,9 @@ def __getattr__(name):
   raise AttributeError(f"module 'jrnn' has no attribute {name!r}")
 
 __all__ = (
+    "CELLS",
+    "WRAPPERS",
+    "AffineRecurrence",
     "BidirectionalCarry",
     "BidirectionalParams",
     "BlockParams",
@@ -67,9 +82,15 @@ __all__ = (
     "LSTMParams",
     "LRUParams",
     "LinearParams",
+    "LinearRecurrence",
     "LogCoefficients",
     "MinGRUParams",
     "MinLSTMParams",
+    "ModelParams",
+    "Options",
+    "Projected",
+    "SequenceLayer",
+    "Stepwise",
     "bidirectional",
     "bptt",
     "diagnostics",
@@ -83,6 +104,7 @@ __all__ = (
     "losses",
     "lru",
     "lstm",
+    "make_cell",
     "many_to_many",
     "many_to_one",
     "min_gru",

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn import _cell
+from jrnn import _checks
 from jrnn import _unroll
 
 
@@ -39,9 +40,11 @@ def bidirectional(forward: _cell.Cell, backward: Optional[_cell.Cell] = None) ->
   anywhere are skipped in both directions). ``carry.backward`` is then the
   backward state after the first real element.
 
-  The result is a :class:`jrnn.Cell` with no ``step`` (the backward direction
-  needs the whole sequence): run it with :func:`jrnn.unroll`, or put it in
-  :func:`jrnn.stack`. ``jrnn.unroll``'s ``scan`` is passed to both directions.
+  The result is a cell wrapper of kind :class:`jrnn.SequenceLayer` with no
+  ``step`` (``None``: the backward direction needs the whole sequence): run it
+  with :func:`jrnn.unroll`, or put it in :func:`jrnn.stack`. The options of
+  ``jrnn.unroll`` are passed to both directions (``reverse`` flipped for the
+  backward one).
 
   Args:
     forward: the forward cell.
@@ -64,28 +67,20 @@ def bidirectional(forward: _cell.Cell, backward: Optional[_cell.Cell] = None) ->
   name = "jrnn.bidirectional"
 
   def init(key, input_size):
-    input_size = _cell.check_input_size(input_size, name)
+    input_size = _checks.positive_int(input_size, "input_size", f"{name}.init")
     kf, kb = jax.random.split(key)
     return BidirectionalParams(forward.init(kf, input_size), backward.init(kb, input_size))
 
   def initial_carry(params):
     return BidirectionalCarry(forward.initial_carry(params.forward), backward.initial_carry(params.backward))
 
-  def sequence(params, carry, xs, mask, options):
+  def run(params, carry, xs, mask, options):
     cf, hf = _unroll.run(forward, params.forward, carry.forward, xs, mask, options)
     cb, hb = _unroll.run(backward, params.backward, carry.backward, xs, mask,
                          options._replace(reverse=not options.reverse))
     return BidirectionalCarry(cf, cb), jnp.concatenate([hf, hb], axis=-1)
 
-  def input_size_fn(params):
-    return forward.input_size(params.forward)
-
-  return _cell.Cell(
-      init=init,
-      initial_carry=initial_carry,
-      step=None,
-      hidden_size=forward.hidden_size + backward.hidden_size,
-      input_size=input_size_fn,
-      sequence=sequence,
-      name=name,
-  )
+  return _cell.Cell(init=init, initial_carry=initial_carry, step=None,
+                    hidden_size=forward.hidden_size + backward.hidden_size,
+                    input_size=lambda params: forward.input_size(params.forward), kind=_cell.SequenceLayer(run),
+                    name=name)

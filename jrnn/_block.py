@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn import _cell
+from jrnn import _checks
 from jrnn import _initializers
 
 
@@ -48,13 +49,15 @@ def linear_recurrent_block(cell: _cell.Cell, *, dtype=jnp.float32) -> _cell.Cell
   widths on); a first layer of another width has none.
 
   The non-linearities act on the input and on the output of the recurrence,
-  never inside it, so the block keeps ``cell.linear``: it runs with
-  ``jrnn.unroll(..., scan="associative")`` when ``cell`` does. It also has a
+  never inside it, so the block keeps a :class:`jrnn.LinearRecurrence` cell's
+  kind: it runs with ``jrnn.unroll(..., scan="associative")`` when ``cell``
+  does. It is a cell wrapper: any split cell (``Projected``,
+  ``AffineRecurrence``, ``LinearRecurrence``) can be wrapped. It also has a
   ``step`` (generation, :func:`jrnn.one_to_many`). The carry is the inner cell's.
 
   Args:
     cell: the recurrent cell, e.g. :func:`jrnn.min_gru` or :func:`jrnn.lru`
-      (any cell with ``project`` and ``recur`` works sequentially).
+      (any split cell works sequentially).
     dtype: dtype of the GLU parameters.
 
   Returns:
@@ -76,12 +79,14 @@ def linear_recurrent_block(cell: _cell.Cell, *, dtype=jnp.float32) -> _cell.Cell
   name = "jrnn.linear_recurrent_block"
   if not isinstance(cell, _cell.Cell):
     raise TypeError(f"{name}: cell must be a jrnn.Cell, got {type(cell).__name__}.")
-  if cell.project is None or cell.recur is None:
-    raise ValueError(f"{name}: {cell.name} has no project/recur (composite layers cannot be wrapped).")
+  inner = cell.kind
+  if not isinstance(inner, _cell.SPLIT_KINDS):
+    raise ValueError(f"{name}: {cell.name} is a {type(inner).__name__}; the block wraps a cell split into "
+                     "project and recur (jrnn.Projected, AffineRecurrence or LinearRecurrence).")
   H = cell.hidden_size
 
   def init(key, input_size):
-    input_size = _cell.check_input_size(input_size, name)
+    input_size = _checks.positive_int(input_size, "input_size", f"{name}.init")
     kc, kw = jax.random.split(key)
     return BlockParams(cell.init(kc, input_size), _initializers.input_weights(kw, H, H, 2, dtype),
                        jnp.zeros((2 * H,), dtype))
@@ -89,32 +94,22 @@ def linear_recurrent_block(cell: _cell.Cell, *, dtype=jnp.float32) -> _cell.Cell
   def initial_carry(params):
     return cell.initial_carry(params.cell)
 
-  def mix(params, h, u):
-    y = _cell.affine(h, params.w, params.b)
+  def project(params, xs):
+    return inner.project(params.cell, _norm(xs)), xs
+
+  def recur(params, c, p):
+    return inner.recur(params.cell, c, p[0])
+
+  def readout(params, c, p):
+    pc, u = p
+    y = _cell.affine(inner.readout(params.cell, c, pc), params.w, params.b)
     y = y[..., :H] * jax.nn.sigmoid(y[..., H:])
     return y + u if u.shape[-1] == H else y
 
-  def project(params, xs):
-    return cell.project(params.cell, _norm(xs)), xs
-
-  def recur(params, c, p):
-    pc, u = p
-    c, h = cell.recur(params.cell, c, pc)
-    return c, mix(params, h, u)
-
-  linear = readout = None
-  if cell.linear is not None:
-
-    def linear(params, xs):
-      return cell.linear(params.cell, _norm(xs))
-
-    def readout(params, cs, xs):
-      hs = cs if cell.readout is None else cell.readout(params.cell, cs, _norm(xs))
-      return mix(params, hs, xs)
-
-  def input_size_fn(params):
-    return cell.input_size(params.cell)
-
-  return _cell.projected_cell(name=name, hidden_size=H, init=init, initial_carry=initial_carry,
-                              project=project, recur=recur, input_size=input_size_fn,
-                              linear=linear, readout=readout)
+  if isinstance(inner, _cell.LinearRecurrence):
+    kind = _cell.LinearRecurrence(project=project, readout=readout,
+                                  coefficients=lambda params, p: inner.coefficients(params.cell, p[0]))
+  else:
+    kind = _cell.Projected(project=project, recur=recur, readout=readout)
+  return _cell.make_cell(kind, name=name, hidden_size=H, init=init, initial_carry=initial_carry,
+                         input_size=lambda params: cell.input_size(params.cell))

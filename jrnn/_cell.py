@@ -1,84 +1,189 @@
-"""The ``Cell`` type shared by every recurrent cell in jrnn.
+r"""The cell contract: a small core, plus one typed value that says how the cell runs.
 
-A cell is a NamedTuple of pure functions, in the manner of optax's
+A :class:`Cell` is a NamedTuple of pure functions, in the manner of optax's
 ``GradientTransformation(init, update)``:
 
 * ``init(key, input_size) -> params``: a pytree of NamedTuples, weights shaped
-  (in, out) and applied as ``x @ W``.
-* ``initial_carry(params) -> carry``: zeros of the right shape and dtype.
+  (in, out) and applied as ``x @ W``;
+* ``initial_carry(params) -> carry``: zeros of the right shape and dtype;
 * ``step(params, carry, x) -> (carry, h)``: one time step, ``x: [input_size]``,
-  ``h: [hidden_size]``. ``functools.partial(step, params)`` is a ``lax.scan``
-  body as it stands.
+  ``h: [hidden_size]``, so that ``functools.partial(step, params)`` is a
+  ``lax.scan`` body as it stands;
+* ``hidden_size`` and ``input_size(params)``, and a ``name`` for messages;
+* ``kind``: how :func:`jrnn.unroll` may run it, one of
 
-For speed the step is also split in two, so that :func:`jrnn.unroll` can hoist
-the part that does not depend on the carry out of the scan:
+  ==========================  ==================================================
+  :class:`Stepwise`           only through ``step``, one step after another
+  :class:`Projected`          ``p_t = project(x_t)`` for all steps at once (one
+                              big product), then ``c_t = recur(c_{t-1}, p_t)``,
+                              ``h_t = readout(c_t, p_t)``
+  :class:`AffineRecurrence`   a :class:`Projected` whose carry enters only
+                              through ``q_t = recurrent(c_{t-1})``, affine in
+                              the carry: ``vjp="fused"`` computes the weight
+                              gradients as single products over all steps
+  :class:`LinearRecurrence`   a :class:`Projected` with ``c_t = a_t ⊙ c_{t-1} +
+                              b_t``: runs as ``lax.associative_scan`` too
+  :class:`SequenceLayer`      a whole-sequence runner (``stack``,
+                              ``bidirectional``): ``unroll`` calls it directly
+  ==========================  ==================================================
 
-* ``project(params, xs) -> ps``: the input projection ``xs @ Wx + b`` for all
-  steps at once (one large matrix product, ``xs: [..., input_size]``);
-* ``recur(params, carry, p) -> (carry, h)``: the recurrence given one projected
-  input row.
+Each kind promises an invariant, checked for every cell of the library by
+``tests/test_contract.py`` over the registry :data:`jrnn.CELLS`:
 
-so that ``step(params, carry, x) == recur(params, carry, project(params, x))``.
+.. math::
 
-Composite cells (:func:`jrnn.stack`, :func:`jrnn.bidirectional`) instead supply
-``sequence``, a whole-sequence runner that :func:`jrnn.unroll` calls directly.
+   \mathrm{step}(c, x) &= (c', \mathrm{readout}(c', p)), \quad
+     c' = \mathrm{recur}(c, p), \; p = \mathrm{project}(x) \\
+   \mathrm{recur}(c, p) &= \mathrm{update}(c, p, \mathrm{recurrent}(c))
+     \quad (\text{AffineRecurrence}) \\
+   \mathrm{recur}(c, p) &= a \odot c + b, \quad (a, b) = \mathrm{coefficients}(p)
+     \quad (\text{LinearRecurrence})
 
-Cells whose recurrence is linear in the carry (:func:`jrnn.min_gru`,
-:func:`jrnn.min_lstm`, :func:`jrnn.lru`) also supply ``linear``, the
-coefficients of ``c_t = a_t ⊙ c_{t-1} + b_t`` for all steps at once, so that
-:func:`jrnn.unroll` can run them with ``jax.lax.associative_scan``, and, where
-the output is not the carry itself, ``readout``.
+:func:`make_cell` derives ``step`` from a kind, so the two cannot disagree.
+
+**Wrappers** extend cells: a function that takes a cell (or several) and
+returns a cell, as :func:`jrnn.stack`, :func:`jrnn.bidirectional` and
+:func:`jrnn.linear_recurrent_block` do (Haiku's ``ResetCore`` and ``DeepRNN``
+are the same idea). A wrapper keeps the inner cell's kind where it can, so the
+wrapped cell keeps the inner cell's fast paths.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+
+from jrnn import _checks
 
 Params = Any
 Carry = Any
 
 
+class LogCoefficients(NamedTuple):
+  r"""Coefficients of ``c_t = a_t ⊙ c_{t-1} + b_t`` given as ``log a`` and ``log b``.
+
+  Returned by a :class:`LinearRecurrence`'s ``coefficients`` to ask for the
+  log-space scan (Heinsen, 2023): ``c_t = A_t c_0 + exp(log A_t +
+  logcumsumexp(log b - log A)_t)`` with ``log A_t = Σ_{k≤t} log a_k``,
+  evaluated as an associative scan in log space (``logaddexp``) for accuracy.
+  Needs ``a, b > 0``.
+  """
+
+  log_a: Any
+  log_b: Any
+
+
+class Stepwise(NamedTuple):
+  """A cell that runs only through ``cell.step``: nothing in the step can be hoisted out of the scan."""
+
+
+class Projected(NamedTuple):
+  """A step split into a carry-independent input projection and a recurrence on it.
+
+  Attributes:
+    project: ``(params, xs) -> ps``, ``xs: [..., input_size]``: the part of the
+      step that does not depend on the carry (``x W_x + b``), for any leading
+      axes, so all ``T`` steps can be projected at once.
+    recur: ``(params, carry, p) -> carry``: the recurrence on one projected row.
+    readout: ``(params, carry, p) -> h``: the step's output from the new carry
+      (and the projected input); must work with leading axes on both.
+  """
+
+  project: Callable[[Params, jax.Array], Any]
+  recur: Callable[[Params, Carry, Any], Carry]
+  readout: Callable[[Params, Carry, Any], jax.Array]
+
+
+class AffineRecurrence(NamedTuple):
+  """A :class:`Projected` step whose carry enters only through an affine map.
+
+  ``recur(params, c, p) = update(c, p, recurrent(params, c))`` with
+  ``recurrent`` affine in ``c`` (``h W_h``, plus GRU's ``b_hn``) holding every
+  use of the params that ``project`` does not, and ``update`` and ``output``
+  free of params. This is what the fused backward pass needs
+  (``jrnn.unroll(..., vjp="fused")``, :mod:`jrnn._fused`).
+
+  Attributes:
+    project: as in :class:`Projected`.
+    recurrent: ``(params, carry) -> q``.
+    update: ``(carry, p, q) -> carry``.
+    output: ``(carry) -> h`` (``h`` itself for Elman and GRU, ``carry.h`` for the LSTM).
+  """
+
+  project: Callable[[Params, jax.Array], Any]
+  recurrent: Callable[[Params, Carry], jax.Array]
+  update: Callable[[Carry, Any, jax.Array], Carry]
+  output: Callable[[Carry], jax.Array]
+
+  def recur(self, params: Params, carry: Carry, p: Any) -> Carry:
+    return self.update(carry, p, self.recurrent(params, carry))
+
+  def readout(self, params: Params, carry: Carry, p: Any) -> jax.Array:
+    del params, p
+    return self.output(carry)
+
+
+class LinearRecurrence(NamedTuple):
+  """A :class:`Projected` step that is linear in the carry: ``c_t = a_t ⊙ c_{t-1} + b_t``.
+
+  ``a_t, b_t`` depend on ``x_t`` only, so :func:`jrnn.unroll` can also run the
+  recurrence as ``lax.associative_scan`` (``scan="associative"``).
+
+  Attributes:
+    project: as in :class:`Projected`.
+    coefficients: ``(params, ps) -> (a, b)``, pytrees shaped like the carry
+      with the leading axes of ``ps`` (``a`` may broadcast over them), or
+      :class:`LogCoefficients` for the log-space scan.
+    readout: as in :class:`Projected` (``lambda params, c, p: c`` for cells
+      whose output is the carry).
+  """
+
+  project: Callable[[Params, jax.Array], Any]
+  coefficients: Callable[[Params, Any], Any]
+  readout: Callable[[Params, Carry, Any], jax.Array]
+
+  def recur(self, params: Params, carry: Carry, p: Any) -> Carry:
+    coefficients = self.coefficients(params, p)
+    a, b = coefficients
+    if isinstance(coefficients, LogCoefficients):
+      a, b = jax.tree_util.tree_map(jnp.exp, a), jax.tree_util.tree_map(jnp.exp, b)
+    return jax.tree_util.tree_map(lambda a_, c, b_: a_ * c + b_, a, carry, b)
+
+
+class SequenceLayer(NamedTuple):
+  """A layer that runs a whole sequence at once (:func:`jrnn.stack`, :func:`jrnn.bidirectional`).
+
+  Attributes:
+    run: ``(params, carry, xs, mask, options) -> (carry, hs)`` on checked
+      inputs (``xs: [T, input_size]``, ``mask: [T]`` bool or None) with a
+      :class:`jrnn.Options`; it passes the options on to its inner cells
+      through ``jrnn.unroll``'s driver.
+  """
+
+  run: Callable[..., tuple[Carry, jax.Array]]
+
+
+Kind = Union[Stepwise, Projected, AffineRecurrence, LinearRecurrence, SequenceLayer]
+SPLIT_KINDS = (Projected, AffineRecurrence, LinearRecurrence)
+
+
 class Cell(NamedTuple):
-  """A recurrent cell: pure functions over a parameter pytree.
+  """A recurrent cell: pure functions over a parameter pytree, and how it runs.
 
   Attributes:
     init: ``(key, input_size) -> params``.
     initial_carry: ``(params) -> carry`` (zeros, in the params' dtype).
-    step: ``(params, carry, x) -> (carry, h)`` for one time step; ``None`` for
-      layers that cannot be stepped one element at a time (bidirectional).
+    step: ``(params, carry, x) -> (carry, h)`` for one time step; ``None``
+      only for a :class:`SequenceLayer` that needs the whole sequence
+      (:func:`jrnn.bidirectional`).
     hidden_size: size of the output ``h`` of each step.
     input_size: ``(params) -> int``, the input feature size the params expect.
-    project: ``(params, xs) -> ps``, the carry-independent input projection,
-      applied to all time steps at once before the scan.
-    recur: ``(params, carry, p) -> (carry, h)``, the recurrence on a projected
-      input row.
-    sequence: optional whole-sequence runner
-      ``(params, carry, xs, mask, options) -> (carry, hs)`` used by composite
-      layers, ``options`` a ``jrnn._unroll.Options`` (``reverse``, ``unroll``,
-      ``scan``, ``projection``, ``remat``, ``vjp``); when given,
-      :func:`jrnn.unroll` delegates to it.
+    kind: how the cell runs: :class:`Stepwise`, :class:`Projected`,
+      :class:`AffineRecurrence`, :class:`LinearRecurrence` or
+      :class:`SequenceLayer` (see :mod:`jrnn._cell`).
     name: a short name used in error messages.
-    linear: optional ``(params, xs) -> (a, b)`` for a cell whose recurrence is
-      linear in the carry, ``c_t = a_t ⊙ c_{t-1} + b_t`` elementwise, with
-      ``a_t, b_t`` depending on ``x_t`` only: ``a`` and ``b`` are pytrees shaped
-      like the carry with a leading ``[T]`` axis (``a`` may also broadcast over
-      it, e.g. ``[1, N]``). It may instead return :class:`LogCoefficients`
-      (``log a``, ``log b``, for ``a, b > 0``), which :func:`jrnn.unroll` runs as
-      a log-space scan. ``recur`` must compute the same recurrence one step at a
-      time, so that either algorithm gives the same result.
-    readout: optional ``(params, cs, xs) -> hs`` turning the carries of all
-      steps ``cs: [T, ...]`` into outputs ``[T, hidden_size]``, for linear cells
-      whose output is not the carry (the LRU); ``None`` means ``hs = cs``.
-    recurrent: optional ``(params, carry) -> q``, the recurrent product of a
-      step, affine in the carry (``h W_h``, plus GRU's ``b_hn``), holding every
-      use of the params that ``project`` does not.
-    update: optional ``(carry, p, q) -> (carry, h)``, the parameter-free rest
-      of the step, so that ``recur(params, c, p) == update(c, p,
-      recurrent(params, c))``. With both, ``jrnn.unroll(..., vjp="fused")``
-      computes the weight gradients as single matrix products (cuDNN's split).
   """
 
   init: Callable[..., Params]
@@ -86,96 +191,81 @@ class Cell(NamedTuple):
   step: Optional[Callable[[Params, Carry, jax.Array], tuple[Carry, jax.Array]]]
   hidden_size: int
   input_size: Callable[[Params], int]
-  project: Optional[Callable[[Params, jax.Array], jax.Array]] = None
-  recur: Optional[Callable[[Params, Carry, jax.Array], tuple[Carry, jax.Array]]] = None
-  sequence: Optional[Callable[..., tuple[Carry, jax.Array]]] = None
+  kind: Kind = Stepwise()
   name: str = "cell"
-  linear: Optional[Callable[[Params, jax.Array], tuple[Any, Any]]] = None
-  readout: Optional[Callable[[Params, Carry, jax.Array], jax.Array]] = None
-  recurrent: Optional[Callable[[Params, Carry], jax.Array]] = None
-  update: Optional[Callable[[Carry, jax.Array, jax.Array], tuple[Carry, jax.Array]]] = None
 
 
-class LogCoefficients(NamedTuple):
-  """Coefficients of ``c_t = a_t ⊙ c_{t-1} + b_t`` given as ``log a`` and ``log b``.
+def make_cell(kind: Kind, *, name: str, hidden_size: int, init: Callable[..., Params],
+              initial_carry: Callable[[Params], Carry],
+              input_size: Callable[[Params], int] | None = None) -> Cell:
+  """A :class:`Cell` whose ``step`` is derived from a split ``kind``.
 
-  Returned by a cell's ``linear`` to ask :func:`jrnn.unroll` for the log-space
-  scan (Heinsen, 2023): ``c_t = A_t c_0 + exp(log A_t + logcumsumexp(log b -
-  log A)_t)`` with ``log A_t = Σ_{k≤t} log a_k``, evaluated as an associative
-  scan in log space (``logaddexp``) for accuracy. Needs ``a, b > 0``.
+  .. math::
+
+     p = \\mathrm{project}(x), \\quad c' = \\mathrm{recur}(c, p), \\quad
+     \\mathrm{step}(c, x) = (c', \\mathrm{readout}(c', p))
+
+  The step checks ``x`` (shape ``[input_size]``, floating) and casts it to the
+  params' dtype. ``input_size`` defaults to ``params.wx.shape[0]``.
+
+  Args:
+    kind: a :class:`Projected`, :class:`AffineRecurrence` or
+      :class:`LinearRecurrence`.
+    name, hidden_size, init, initial_carry, input_size: the :class:`Cell` fields.
+
+  Returns:
+    The :class:`Cell`.
+
+  Example:
+    A cell written from scratch, ``h_t = tanh(x_t W + h_{t-1}) `` with no
+    recurrent weights:
+
+    >>> import jax, jax.numpy as jnp, jrnn
+    >>> cell = jrnn.make_cell(
+    ...     jrnn.Projected(project=lambda w, xs: xs @ w,
+    ...                    recur=lambda w, h, p: jnp.tanh(p + h),
+    ...                    readout=lambda w, h, p: h),
+    ...     name="tiny", hidden_size=3, init=lambda key, i: jnp.ones((i, 3)),
+    ...     initial_carry=lambda w: jnp.zeros(3), input_size=lambda w: w.shape[0])
+    >>> carry, hs = jrnn.unroll(cell, cell.init(None, 2), jnp.ones((4, 2)))
+    >>> hs.shape
+    (4, 3)
   """
-
-  log_a: Any
-  log_b: Any
-
-
-def params_dtype(params: Params) -> jnp.dtype:
-  """The floating dtype of a parameter pytree (that of its first leaf)."""
-  leaves = jax.tree_util.tree_leaves(params)
-  if not leaves:
-    raise ValueError("params is an empty pytree; call cell.init(key, input_size) first.")
-  return jnp.result_type(leaves[0])
-
-
-def check_hidden_size(hidden_size: Any, name: str) -> int:
-  if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
-    raise ValueError(f"{name}: hidden_size must be a positive int, got {hidden_size!r}.")
-  return hidden_size
-
-
-def check_input_size(input_size: Any, name: str) -> int:
-  if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
-    raise ValueError(f"{name}.init: input_size must be a positive int, got {input_size!r}.")
-  return input_size
-
-
-def check_x(cell_name: str, x: Any, input_size: int, dtype: jnp.dtype, what: str = "x") -> jax.Array:
-  """Checks one input row ``x: [input_size]`` and casts it to the params' dtype."""
-  x = jnp.asarray(x)
-  if x.ndim != 1 or x.shape[0] != input_size:
-    raise ValueError(
-        f"{cell_name}.step: {what} must have shape ({input_size},) [input_size], got shape "
-        f"{tuple(x.shape)}. For a batch, wrap the call in jax.vmap; for a sequence use jrnn.unroll.")
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise TypeError(
-        f"{cell_name}.step: {what} must be a floating array, got dtype {x.dtype}. "
-        "One-hot encode integer tokens first (jax.nn.one_hot).")
-  return x.astype(dtype)
-
-
-def projected_cell(*, name, hidden_size, init, initial_carry, project, recur=None, input_size=None,
-                   **fields) -> Cell:
-  """A :class:`Cell` whose step is ``recur(params, carry, project(params, x))``.
-
-  Builds the public ``step`` (which checks ``x`` and casts it to the params'
-  dtype) from the hoistable ``project`` and the ``recur`` that
-  :func:`jrnn.unroll` scans. ``input_size`` defaults to ``params.wx.shape[0]``;
-  ``fields`` are the optional :class:`Cell` fields (``linear``, ``readout``,
-  ``recurrent``, ``update``). Without ``recur``, it is built from
-  ``fields["recurrent"]`` and ``fields["update"]``.
-  """
-  if recur is None:
-    recurrent, update = fields["recurrent"], fields["update"]
-
-    def recur(params, carry, p):
-      return update(carry, p, recurrent(params, carry))
-
+  if not isinstance(kind, SPLIT_KINDS):
+    raise TypeError(f"jrnn.make_cell: kind must be a jrnn.Projected, AffineRecurrence or LinearRecurrence, "
+                    f"got {type(kind).__name__}. A Stepwise or SequenceLayer cell is built with jrnn.Cell "
+                    "and its own step.")
   if input_size is None:
     def input_size(params):
       return params.wx.shape[0]
 
   def step(params, carry, x):
-    x = check_x(name, x, input_size(params), params_dtype(params))
-    return recur(params, carry, project(params, x))
+    x = _checks.check_x(name, x, input_size(params), params_dtype(params))
+    p = kind.project(params, x)
+    carry = kind.recur(params, carry, p)
+    return carry, kind.readout(params, carry, p)
 
   return Cell(init=init, initial_carry=initial_carry, step=step, hidden_size=hidden_size,
-              input_size=input_size, project=project, recur=recur, name=name, **fields)
+              input_size=input_size, kind=kind, name=name)
+
+
+params_dtype = _checks.params_dtype
+
+
+def trailing(v: jax.Array, x: jax.Array) -> jax.Array:
+  """``v`` reshaped to broadcast against ``x`` over ``x``'s trailing axes (``v: [n]``, ``x: [..., n]``).
+
+  Explicit, so that it also runs under ``jax_numpy_rank_promotion="raise"``.
+  """
+  return jnp.reshape(v, (1,) * (jnp.ndim(x) - jnp.ndim(v)) + jnp.shape(v))
+
+
+def leading(m: jax.Array, x: jax.Array) -> jax.Array:
+  """``m`` reshaped to broadcast against ``x`` over ``x``'s leading axes (``m: [T]``, ``x: [T, ...]``)."""
+  return jnp.reshape(m, jnp.shape(m) + (1,) * (jnp.ndim(x) - jnp.ndim(m)))
 
 
 def affine(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
-  """``x @ w + b`` for ``x: [..., in]``, broadcasting ``b`` explicitly.
-
-  Explicit so that it also runs under ``jax_numpy_rank_promotion="raise"``.
-  """
+  """``x @ w + b`` for ``x: [..., in]``, broadcasting ``b`` explicitly."""
   y = x @ w
-  return y + jnp.reshape(b, (1,) * (y.ndim - 1) + b.shape)
+  return y + trailing(b, y)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn import _cell
+from jrnn import _checks
 from jrnn import _initializers
 
 _ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid}
@@ -68,7 +69,7 @@ def elman(
     rectified linear units", arXiv:1504.00941 (2015).
   """
   name = "jrnn.elman"
-  hidden_size = _cell.check_hidden_size(hidden_size, name)
+  hidden_size = _checks.positive_int(hidden_size, "hidden_size", name)
   if isinstance(activation, str):
     if activation not in _ACTIVATIONS:
       raise ValueError(
@@ -82,7 +83,7 @@ def elman(
     raise ValueError(f"{name}: init must be 'default' or 'identity', got {init!r}.")
 
   def init_fn(key, input_size):
-    input_size = _cell.check_input_size(input_size, name)
+    input_size = _checks.positive_int(input_size, "input_size", f"{name}.init")
     kx, kh = jax.random.split(key)
     b = jnp.zeros((hidden_size,), dtype)
     if init == "identity":
@@ -104,8 +105,7 @@ def elman(
     return s @ params.wh
 
   def update(s, p, q):
-    s = phi(p + q)
-    return s, s
+    return phi(p + q)
 
-  return _cell.projected_cell(name=name, hidden_size=hidden_size, init=init_fn, initial_carry=initial_carry,
-                              project=project, recurrent=recurrent, update=update)
+  kind = _cell.AffineRecurrence(project=project, recurrent=recurrent, update=update, output=lambda s: s)
+  return _cell.make_cell(kind, name=name, hidden_size=hidden_size, init=init_fn, initial_carry=initial_carry)

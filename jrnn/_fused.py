@@ -30,7 +30,12 @@ The custom VJP is defined on the batched layer (``[B, T, I]``), so the sums
 run over the batch as well: :func:`jrnn.unroll_batch` uses it directly. A
 single sequence (:func:`jrnn.unroll`) runs as a batch of one; under a user's
 ``jax.vmap`` JAX then computes per-sequence weight gradients and sums them,
-which is correct but gives up the single product over the batch.
+which is correct but gives up the single product over the batch. (It is not a
+``jax.custom_batching.custom_vmap``: that would sum inside ``vmap(grad(...))``
+too and so give wrong per-example gradients.)
+
+It needs a cell of kind :class:`jrnn.AffineRecurrence` (``project``,
+``recurrent``, ``update``, ``output``): elman, gru, lstm.
 
 Reverse mode only: like any ``jax.custom_vjp``, no ``jax.jvp`` and no
 second derivatives.
@@ -42,27 +47,26 @@ References:
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jrnn import _unroll
+from jrnn import _cell
+from jrnn import _options
 
 _tree_map = jax.tree_util.tree_map
 
 
 def check_cell(cell, fn_name):
-  if cell.recurrent is None or cell.update is None:
+  if not isinstance(cell.kind, _cell.AffineRecurrence):
     raise ValueError(
-        f"{fn_name}: vjp='fused' needs a cell split into cell.recurrent and cell.update "
-        f"(jrnn.elman, jrnn.gru, jrnn.lstm); {cell.name} is not. Use vjp='autodiff'.")
+        f"{fn_name}: vjp='fused' needs a cell split into recurrent and update (kind jrnn.AffineRecurrence: "
+        f"jrnn.elman, jrnn.gru, jrnn.lstm); {cell.name} is not (it is a {type(cell.kind).__name__}). "
+        "Use vjp='autodiff'.")
 
 
 def sequence(cell, params, carry, xs, mask, options):
   """:func:`jrnn.unroll` with ``vjp="fused"`` on one sequence: a batch of one."""
-  check_cell(cell, "jrnn.unroll")
   add = lambda t: _tree_map(lambda x: x[None], t)
   carry, hs = batch_sequence(cell, params, add(carry), xs[None], None if mask is None else mask[None],
                              options)
@@ -71,36 +75,37 @@ def sequence(cell, params, carry, xs, mask, options):
 
 def batch_sequence(cell, params, carry, xs, mask, options):
   """The fused layer on a batch: ``carry`` leaves ``[B, ...]``, ``xs: [B, T, I]``, ``mask: [B, T]``."""
-  check_cell(cell, "jrnn.unroll_batch")
-  fn = _layer(cell, _unroll.resolve_projection(options.projection) == "per_step", options.reverse,
-              options.unroll)
-  return fn(params, carry, xs, mask)
+  check_cell(cell, "jrnn.unroll")
+  layer = _layer(cell.kind, _options.projection(options) == "per_step", options.reverse, options.unroll)
+  return layer(params, carry, xs, mask)
 
 
-def _bcast(m, x):
-  """``m: [B]`` reshaped to broadcast against ``x: [B, ...]`` (rank promotion may raise)."""
-  return jnp.reshape(m, m.shape + (1,) * (x.ndim - 1))
+def _layer(kind, per_step, reverse, unroll):
+  """The custom-VJP layer ``(params, carry, xs, mask) -> (carry, hs)`` for one configuration.
 
+  Built anew for every trace (cheap: it only defines functions), so nothing
+  is cached per cell.
+  """
+  recurrent = jax.vmap(kind.recurrent, (None, 0))   # over the batch
 
-@functools.lru_cache(maxsize=None)
-def _layer(cell, per_step, reverse, unroll):
-  """The custom-VJP layer ``(params, carry, xs, mask) -> (carry, hs)`` for one configuration."""
-  recurrent = jax.vmap(cell.recurrent, (None, 0))   # over the batch
-  update = jax.vmap(cell.update)
+  @jax.vmap
+  def update(c, p, q):
+    new = kind.update(c, p, q)
+    return new, kind.output(new)
 
   def forward(params, c0, xs, mask):
     xs_t = jnp.swapaxes(xs, 0, 1)                   # [T, B, I]
     m_t = None if mask is None else mask.T          # [T, B]
-    inputs = xs_t if per_step else cell.project(params, xs_t)
+    inputs = xs_t if per_step else kind.project(params, xs_t)
 
     def body(c, inp):
       x, m = inp
-      p = cell.project(params, x) if per_step else x
+      p = kind.project(params, x) if per_step else x
       q = recurrent(params, c)
       new_c, h = update(c, p, q)
       if m is not None:
-        new_c = _tree_map(lambda n, o: jnp.where(_bcast(m, n), n, o), new_c, c)
-        h = jnp.where(_bcast(m, h), h, jnp.zeros_like(h))
+        new_c = _tree_map(lambda n, o: jnp.where(_cell.leading(m, n), n, o), new_c, c)
+        h = jnp.where(_cell.leading(m, h), h, jnp.zeros_like(h))
       return new_c, (h, c, p if per_step else None, q)
 
     cT, (hs, cs, ps, qs) = lax.scan(body, c0, (inputs, m_t), reverse=reverse, unroll=unroll)
@@ -116,22 +121,22 @@ def _layer(cell, per_step, reverse, unroll):
       c, p, q, dh, m = inp
       d_new = dc
       if m is not None:
-        dh = jnp.where(_bcast(m, dh), dh, jnp.zeros_like(dh))
-        d_new = _tree_map(lambda d: jnp.where(_bcast(m, d), d, jnp.zeros_like(d)), dc)
+        dh = jnp.where(_cell.leading(m, dh), dh, jnp.zeros_like(dh))
+        d_new = _tree_map(lambda d: jnp.where(_cell.leading(m, d), d, jnp.zeros_like(d)), dc)
       _, update_vjp = jax.vjp(update, c, p, q)
       dc_prev, dp, dq = update_vjp((d_new, dh))
       _, recurrent_vjp = jax.vjp(lambda c_: recurrent(params, c_), c)
       (dc_rec,) = recurrent_vjp(dq)
       dc_prev = _tree_map(jnp.add, dc_prev, dc_rec)
       if m is not None:   # a masked step passed the carry through unchanged
-        dc_prev = _tree_map(lambda a, d: a + jnp.where(_bcast(m, d), jnp.zeros_like(d), d), dc_prev, dc)
+        dc_prev = _tree_map(lambda a, d: a + jnp.where(_cell.leading(m, d), jnp.zeros_like(d), d), dc_prev, dc)
       return dc_prev, (dp, dq)
 
     dc0, (dps, dqs) = lax.scan(body, dcT, (cs, ps, qs, dhs_t, m_t), reverse=not reverse, unroll=unroll)
     # The weight gradients: one product over all T·B rows each.
     _, recurrent_vjp = jax.vjp(lambda p_: jax.vmap(recurrent, (None, 0))(p_, cs), params)
     (d_recurrent,) = recurrent_vjp(dqs)
-    _, project_vjp = jax.vjp(cell.project, params, xs_t)
+    _, project_vjp = jax.vjp(kind.project, params, xs_t)
     d_project, dxs_t = project_vjp(dps)
     dparams = _tree_map(jnp.add, d_recurrent, d_project)
     return dparams, dc0, jnp.swapaxes(dxs_t, 0, 1), None   # no cotangent for the boolean mask

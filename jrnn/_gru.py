@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn import _cell
+from jrnn import _checks
 from jrnn import _initializers
 
 
@@ -55,11 +56,11 @@ def gru(hidden_size: int, *, dtype=jnp.float32) -> _cell.Cell:
     statistical machine translation", EMNLP (2014).
   """
   name = "jrnn.gru"
-  hidden_size = _cell.check_hidden_size(hidden_size, name)
+  hidden_size = _checks.positive_int(hidden_size, "hidden_size", name)
   H = hidden_size
 
   def init_fn(key, input_size):
-    input_size = _cell.check_input_size(input_size, name)
+    input_size = _checks.positive_int(input_size, "input_size", f"{name}.init")
     kx, kh = jax.random.split(key)
     return GRUParams(
         _initializers.input_weights(kx, input_size, H, 3, dtype),
@@ -82,8 +83,7 @@ def gru(hidden_size: int, *, dtype=jnp.float32) -> _cell.Cell:
     r = jax.nn.sigmoid(p[..., :H] + q[..., :H])
     z = jax.nn.sigmoid(p[..., H:2 * H] + q[..., H:2 * H])
     n = jnp.tanh(p[..., 2 * H:] + r * q[..., 2 * H:])
-    h = (1.0 - z) * n + z * h
-    return h, h
+    return (1.0 - z) * n + z * h
 
-  return _cell.projected_cell(name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry,
-                              project=project, recurrent=recurrent, update=update)
+  kind = _cell.AffineRecurrence(project=project, recurrent=recurrent, update=update, output=lambda h: h)
+  return _cell.make_cell(kind, name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry)

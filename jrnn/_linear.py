@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jrnn import _cell
+from jrnn import _checks
 from jrnn import _initializers
 
 
@@ -16,6 +17,18 @@ class LinearParams(NamedTuple):
 
   w: jax.Array
   b: jax.Array
+
+
+class ModelParams(NamedTuple):
+  """The params of a model made of a recurrent cell and a read-out head: the seeds' x → s → y.
+
+  Attributes:
+    cell: the cell's params (the seeds' ``Wx``, ``Ws`` and the state bias for an Elman cell).
+    head: the head's params, :class:`LinearParams` (the seeds' ``Wy`` and output bias).
+  """
+
+  cell: Any
+  head: Any
 
 
 class Head(NamedTuple):
@@ -43,10 +56,10 @@ def linear(output_size: int, *, dtype=jnp.float32) -> Head:
     dtype: dtype of the parameters.
   """
   name = "jrnn.linear"
-  output_size = _cell.check_hidden_size(output_size, name)
+  output_size = _checks.positive_int(output_size, "output_size", name)
 
   def init(key, input_size):
-    input_size = _cell.check_input_size(input_size, name)
+    input_size = _checks.positive_int(input_size, "input_size", f"{name}.init")
     return LinearParams(_initializers.glorot_uniform(key, (input_size, output_size), dtype),
                         jnp.zeros((output_size,), dtype))
 

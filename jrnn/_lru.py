@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jrnn import _cell
+from jrnn import _checks
 
 
 class LRUParams(NamedTuple):
@@ -37,11 +38,6 @@ class LRUParams(NamedTuple):
 def eigenvalues(params: LRUParams) -> jax.Array:
   """``λ = exp(-exp(ν) + i exp(θ))``, complex ``[state_size]``."""
   return jnp.exp(lax.complex(-jnp.exp(params.nu_log), jnp.exp(params.theta_log)))
-
-
-def _times(y, v):
-  """``y * v`` for ``v: [n]`` over the last axis of ``y``, broadcast explicitly."""
-  return y * jnp.reshape(v, (1,) * (y.ndim - 1) + v.shape)
 
 
 def lru(
@@ -92,8 +88,8 @@ def lru(
     dtype: dtype of the (real) parameters.
 
   Returns:
-    A :class:`jrnn.Cell` whose params are :class:`LRUParams`, with ``linear``
-    and ``readout`` set.
+    A :class:`jrnn.Cell` whose params are :class:`LRUParams`, of kind
+    :class:`jrnn.LinearRecurrence`.
 
   Example::
 
@@ -106,16 +102,16 @@ def lru(
     neural networks for long sequences", ICML (2023), arXiv:2303.06349.
   """
   name = "jrnn.lru"
-  hidden_size = _cell.check_hidden_size(hidden_size, name)
+  hidden_size = _checks.positive_int(hidden_size, "hidden_size", name)
   H = hidden_size
-  N = H if state_size is None else _cell.check_hidden_size(state_size, f"{name} (state_size)")
+  N = H if state_size is None else _checks.positive_int(state_size, "state_size", name)
   if not 0.0 <= r_min <= r_max <= 1.0:
     raise ValueError(f"{name}: need 0 <= r_min <= r_max <= 1, got r_min={r_min!r}, r_max={r_max!r}.")
   if not max_phase > 0:
     raise ValueError(f"{name}: max_phase must be positive, got {max_phase!r}.")
 
   def init_fn(key, input_size):
-    I = _cell.check_input_size(input_size, name)
+    I = _checks.positive_int(input_size, "input_size", f"{name}.init")
     k1, k2, kb1, kb2, kc1, kc2, kd = jax.random.split(key, 7)
     tiny = jnp.finfo(dtype).tiny  # keeps log(0) out of nu_log and theta_log
     u1 = jax.random.uniform(k1, (N,), dtype, minval=tiny)
@@ -136,27 +132,20 @@ def lru(
 
   def project(params, xs):
     gamma = jnp.exp(params.gamma_log)
-    bu = lax.complex(_times(xs @ params.b_re, gamma), _times(xs @ params.b_im, gamma))
-    return bu, xs @ params.d
+    re, im = xs @ params.b_re, xs @ params.b_im
+    return lax.complex(re * _cell.trailing(gamma, re), im * _cell.trailing(gamma, im)), xs @ params.d
 
-  def output(params, x, du):
-    return x.real @ params.c_re - x.imag @ params.c_im + du
-
-  def recur(params, x, p):
-    bu, du = p
-    x = eigenvalues(params) * x + bu
-    return x, output(params, x, du)
-
-  def linear(params, xs):
-    bu, _ = project(params, xs)
+  def coefficients(params, p):
+    bu, _ = p
     return jnp.broadcast_to(eigenvalues(params), bu.shape), bu
 
-  def readout(params, states, xs):
-    return output(params, states, xs @ params.d)
+  def readout(params, x, p):
+    _, du = p
+    return x.real @ params.c_re - x.imag @ params.c_im + du
 
   def input_size_fn(params):
     return params.b_re.shape[0]
 
-  return _cell.projected_cell(name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry,
-                              project=project, recur=recur, input_size=input_size_fn,
-                              linear=linear, readout=readout)
+  kind = _cell.LinearRecurrence(project=project, coefficients=coefficients, readout=readout)
+  return _cell.make_cell(kind, name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry,
+                         input_size=input_size_fn)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn import _cell
+from jrnn import _checks
 from jrnn import _initializers
 
 
@@ -59,11 +60,11 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, dtype=jnp.float32) -> _c
     Gers, Schmidhuber & Cummins, "Learning to forget", Neural Computation (2000).
   """
   name = "jrnn.lstm"
-  hidden_size = _cell.check_hidden_size(hidden_size, name)
+  hidden_size = _checks.positive_int(hidden_size, "hidden_size", name)
   H = hidden_size
 
   def init_fn(key, input_size):
-    input_size = _cell.check_input_size(input_size, name)
+    input_size = _checks.positive_int(input_size, "input_size", f"{name}.init")
     kx, kh = jax.random.split(key)
     b = jnp.zeros((4 * H,), dtype).at[H:2 * H].set(forget_bias)
     return LSTMParams(
@@ -89,8 +90,7 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, dtype=jnp.float32) -> _c
     g = jnp.tanh(gates[..., 2 * H:3 * H])
     o = jax.nn.sigmoid(gates[..., 3 * H:])
     c = f * carry.c + i * g
-    h = o * jnp.tanh(c)
-    return LSTMCarry(h, c), h
+    return LSTMCarry(o * jnp.tanh(c), c)
 
-  return _cell.projected_cell(name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry,
-                              project=project, recurrent=recurrent, update=update)
+  kind = _cell.AffineRecurrence(project=project, recurrent=recurrent, update=update, output=lambda carry: carry.h)
+  return _cell.make_cell(kind, name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jrnn import _cell
+from jrnn import _checks
 from jrnn import _initializers
 
 
@@ -54,7 +55,8 @@ def min_gru(hidden_size: int, *, log_space: bool = False, dtype=jnp.float32) -> 
   (Heinsen, 2023; see :class:`jrnn.LogCoefficients`). The sequential path
   computes the same model in the plain form. (The associative scan never
   divides by a cumulative product, so the plain form is stable without logs
-  too; the log form is there for fidelity to the paper.)
+  too; the log form is there for fidelity to the paper.) The sequential
+  path takes ``exp`` of the same log coefficients.
 
   Args:
     hidden_size: size of ``h_t``.
@@ -77,14 +79,35 @@ def min_gru(hidden_size: int, *, log_space: bool = False, dtype=jnp.float32) -> 
     Heinsen, "Efficient parallelization of a ubiquitous sequential computation",
     arXiv:2311.06281 (2023).
   """
-  name = "jrnn.min_gru"
-  hidden_size = _cell.check_hidden_size(hidden_size, name)
+  H = _checks.positive_int(hidden_size, "hidden_size", "jrnn.min_gru")
+
+  def coefficients(p):
+    z = jax.nn.sigmoid(p[..., :H])
+    return 1.0 - z, z * p[..., H:]
+
+  def log_coefficients(p):
+    kz, kh = p[..., :H], p[..., H:]
+    return _cell.LogCoefficients(-jax.nn.softplus(kz), -jax.nn.softplus(-kz) + log_g(kh))
+
+  return input_gated("jrnn.min_gru", MinGRUParams, H, 2, log_coefficients if log_space else coefficients,
+                     dtype=dtype)
+
+
+def input_gated(name: str, params_type: type, hidden_size: int, blocks: int,
+                coefficients: Callable[[jax.Array], Any], *, dtype) -> _cell.Cell:
+  """A :class:`jrnn.LinearRecurrence` cell whose gates see only the input (minGRU, minLSTM).
+
+  ``p_t = x_t W_x + b`` in ``blocks`` blocks of ``hidden_size``;
+  ``coefficients(p) -> (a, b)`` (or :class:`jrnn.LogCoefficients`) of
+  ``h_t = a_t ⊙ h_{t-1} + b_t``; the carry and the output are ``h_t``.
+  ``params_type(wx, b)`` holds the params.
+  """
   H = hidden_size
-  log_space = bool(log_space)
 
   def init_fn(key, input_size):
-    input_size = _cell.check_input_size(input_size, name)
-    return MinGRUParams(_initializers.input_weights(key, input_size, H, 2, dtype), jnp.zeros((2 * H,), dtype))
+    input_size = _checks.positive_int(input_size, "input_size", f"{name}.init")
+    return params_type(_initializers.input_weights(key, input_size, H, blocks, dtype),
+                       jnp.zeros((blocks * H,), dtype))
 
   def initial_carry(params):
     return jnp.zeros((H,), _cell.params_dtype(params))
@@ -92,23 +115,9 @@ def min_gru(hidden_size: int, *, log_space: bool = False, dtype=jnp.float32) -> 
   def project(params, xs):
     return _cell.affine(xs, params.wx, params.b)
 
-  def coefficients(p):
-    z = jax.nn.sigmoid(p[..., :H])
-    cand = g(p[..., H:]) if log_space else p[..., H:]
-    return 1.0 - z, z * cand
-
-  def recur(params, h, p):
+  def cell_coefficients(params, p):
     del params
-    a, b = coefficients(p)
-    h = a * h + b
-    return h, h
+    return coefficients(p)
 
-  def linear(params, xs):
-    p = project(params, xs)
-    if not log_space:
-      return coefficients(p)
-    kz, kh = p[..., :H], p[..., H:]
-    return _cell.LogCoefficients(-jax.nn.softplus(kz), -jax.nn.softplus(-kz) + log_g(kh))
-
-  return _cell.projected_cell(name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry,
-                              project=project, recur=recur, linear=linear)
+  kind = _cell.LinearRecurrence(project=project, coefficients=cell_coefficients, readout=lambda params, h, p: h)
+  return _cell.make_cell(kind, name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry)

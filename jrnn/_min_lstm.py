@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn import _cell
-from jrnn import _initializers
+from jrnn import _checks
 from jrnn import _min_gru
 
 
@@ -63,39 +63,16 @@ def min_lstm(hidden_size: int, *, log_space: bool = False, dtype=jnp.float32) ->
     Feng, Tung, Ahmed, Bengio & Hajimirsadeghi, "Were RNNs all we needed?",
     arXiv:2410.01201 (2024).
   """
-  name = "jrnn.min_lstm"
-  hidden_size = _cell.check_hidden_size(hidden_size, name)
-  H = hidden_size
-  log_space = bool(log_space)
-
-  def init_fn(key, input_size):
-    input_size = _cell.check_input_size(input_size, name)
-    return MinLSTMParams(_initializers.input_weights(key, input_size, H, 3, dtype), jnp.zeros((3 * H,), dtype))
-
-  def initial_carry(params):
-    return jnp.zeros((H,), _cell.params_dtype(params))
-
-  def project(params, xs):
-    return _cell.affine(xs, params.wx, params.b)
+  H = _checks.positive_int(hidden_size, "hidden_size", "jrnn.min_lstm")
 
   def coefficients(p):
     f = jax.nn.sigmoid(p[..., :H])
     i = jax.nn.sigmoid(p[..., H:2 * H])
-    cand = _min_gru.g(p[..., 2 * H:]) if log_space else p[..., 2 * H:]
-    return f / (f + i), i / (f + i) * cand
+    return f / (f + i), i / (f + i) * p[..., 2 * H:]
 
-  def recur(params, h, p):
-    del params
-    a, b = coefficients(p)
-    h = a * h + b
-    return h, h
-
-  def linear(params, xs):
-    p = project(params, xs)
-    if not log_space:
-      return coefficients(p)
+  def log_coefficients(p):
     d = jax.nn.softplus(-p[..., :H]) - jax.nn.softplus(-p[..., H:2 * H])
     return _cell.LogCoefficients(-jax.nn.softplus(d), -jax.nn.softplus(-d) + _min_gru.log_g(p[..., 2 * H:]))
 
-  return _cell.projected_cell(name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry,
-                              project=project, recur=recur, linear=linear)
+  return _min_gru.input_gated("jrnn.min_lstm", MinLSTMParams, H, 3,
+                              log_coefficients if log_space else coefficients, dtype=dtype)

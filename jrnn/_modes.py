@@ -18,25 +18,35 @@ import jax.numpy as jnp
 from jax import lax
 
 from jrnn import _cell
+from jrnn import _checks
 from jrnn import _linear
+from jrnn import _options
+from jrnn import _scans
 from jrnn import _unroll
+
+# Options for a layer whose last step must be the last step (reverse is not one of them).
+_FORWARD_ONLY = tuple(f for f in _options.Options._fields if f != "reverse")
 
 Feedback = Union[str, Callable[[jax.Array, jax.Array], jax.Array]]
 
 
 def many_to_many(cell: _cell.Cell, params: Any, head: _linear.Head, head_params: Any,
-                 xs: jax.typing.ArrayLike, carry: Any = None, *, mask=None, reverse: bool = False,
-                 unroll: int = 1) -> tuple[Any, jax.Array]:
+                 xs: jax.typing.ArrayLike, carry: Any = None, *, mask=None, **options) -> tuple[Any, jax.Array]:
   """Many-to-many of equal length: an output for every input.
 
   .. math::
 
      s_t = \\mathrm{cell}(s_{t-1}, x_t), \\qquad y_t = \\mathrm{head}(s_t), \\quad t = 1 \\ldots T
 
+  ``options`` are any of :class:`jrnn.Options`' fields (``reverse``,
+  ``unroll``, ``scan``, ``projection``, ``remat``, ``vjp``), passed to
+  :func:`jrnn.unroll`.
+
   Returns ``(carry, ys)`` with ``ys: [T, output_size]``; rows where ``mask``
   is False are zeros.
   """
-  carry, hs = _unroll.unroll(cell, params, xs, carry, mask=mask, reverse=reverse, unroll=unroll)
+  _options.make("jrnn.many_to_many", **options)
+  carry, hs = _unroll.unroll(cell, params, xs, carry, mask=mask, **options)
   ys = head.apply(head_params, hs)
   if mask is not None:
     ys = jnp.where(jnp.asarray(mask)[:, None], ys, jnp.zeros_like(ys))
@@ -55,7 +65,7 @@ def last_valid(hs: jax.typing.ArrayLike, mask: Optional[jax.typing.ArrayLike] = 
 
 
 def many_to_one(cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, carry: Any = None, *,
-                mask=None, unroll: int = 1) -> tuple[Any, jax.Array]:
+                mask=None, **options) -> tuple[Any, jax.Array]:
   """Many-to-one: read the sequence, return the state at its last valid step.
 
   .. math::
@@ -64,12 +74,14 @@ def many_to_one(cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, carry: 
 
   With a mask, ``T`` is the last step where the mask is True. Put a head on
   the result for ``y = head(s_T)`` (sentiment of a sentence, the seeds' "s"
-  after "d-o-g").
+  after "d-o-g"). ``options`` are :class:`jrnn.Options`' fields but
+  ``reverse`` (the last step is the last step), passed to :func:`jrnn.unroll`.
 
   Returns:
     ``(carry, h_last)`` with ``h_last: [hidden_size]``.
   """
-  carry, hs = _unroll.unroll(cell, params, xs, carry, mask=mask, unroll=unroll)
+  _options.make("jrnn.many_to_one", _FORWARD_ONLY, **options)
+  carry, hs = _unroll.unroll(cell, params, xs, carry, mask=mask, **options)
   return carry, last_valid(hs, mask)
 
 
@@ -91,7 +103,7 @@ def _feedback_fn(feedback: Feedback, temperature: float) -> Callable[[jax.Array,
 def one_to_many(cell: _cell.Cell, params: Any, head: _linear.Head, head_params: Any,
                 x0: jax.typing.ArrayLike, length: int, carry: Any = None, *,
                 feedback: Feedback = "output", key: Optional[jax.Array] = None,
-                temperature: float = 1.0, unroll: int = 1) -> tuple[Any, jax.Array, jax.Array]:
+                temperature: float = 1.0, **options) -> tuple[Any, jax.Array, jax.Array]:
   """One-to-many: one input, then the model's own output fed back as the next input.
 
   .. math::
@@ -116,7 +128,9 @@ def one_to_many(cell: _cell.Cell, params: Any, head: _linear.Head, head_params: 
     feedback: see above.
     key: PRNG key, required for ``"sample"``; split once per step.
     temperature: softmax temperature for ``"sample"``.
-    unroll: ``lax.scan`` unroll factor.
+    options: ``unroll`` (steps per ``lax.scan`` iteration) and ``remat``
+      (as in :func:`jrnn.unroll`): the other :class:`jrnn.Options` do not
+      apply to a loop that feeds each output back.
 
   Returns:
     ``(carry, ys, fed)``: ``ys: [N, output_size]`` the outputs and ``fed: [N,
@@ -126,12 +140,12 @@ def one_to_many(cell: _cell.Cell, params: Any, head: _linear.Head, head_params: 
   fn = "jrnn.one_to_many"
   if cell.step is None:
     raise ValueError(f"{fn}: {cell.name} has no step (bidirectional layers need the whole sequence).")
-  if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-    raise ValueError(f"{fn}: length must be a positive int, got {length!r}.")
+  opts = _options.make(fn, ("unroll", "remat"), **options)
+  _checks.positive_int(length, "length", fn)
   x0 = jnp.asarray(x0)
   if x0.ndim != 1:
     raise ValueError(f"{fn}: x0 must have shape [input_size], got {tuple(x0.shape)}.")
-  xs0, carry, _ = _unroll.check_inputs(cell, params, x0[None], carry, None, fn)
+  xs0, carry, _ = _checks.check_sequence(cell, params, x0[None], carry, None, fn)
   if feedback == "sample" and key is None:
     raise ValueError(f"{fn}: feedback='sample' needs a PRNG key (key=jax.random.key(0)).")
   keys = jax.random.split(jax.random.key(0) if key is None else key, length)
@@ -148,7 +162,7 @@ def one_to_many(cell: _cell.Cell, params: Any, head: _linear.Head, head_params: 
                        f"({input_size},); with feedback='output' the head's output_size must equal input_size.")
     return (c, x_next.astype(xs0.dtype)), (y, x_next)
 
-  (carry, _), (ys, fed) = lax.scan(body, (carry, xs0[0]), keys, unroll=unroll)
+  (carry, _), (ys, fed) = _scans.sequential(body, (carry, xs0[0]), keys, unroll=opts.unroll, remat=opts.remat)
   return carry, ys, fed
 
 
@@ -157,7 +171,7 @@ def encoder_decoder(encoder: _cell.Cell, encoder_params: Any, decoder: _cell.Cel
                     decoder_inputs: Optional[jax.typing.ArrayLike] = None,
                     start: Optional[jax.typing.ArrayLike] = None, length: Optional[int] = None,
                     feedback: Feedback = "output", key: Optional[jax.Array] = None,
-                    temperature: float = 1.0, unroll: int = 1) -> tuple[Any, jax.Array]:
+                    temperature: float = 1.0, **options) -> tuple[Any, jax.Array]:
   """Many-to-many of unequal length: an encoder reads ``xs``, a decoder writes ``ys``.
 
   .. math::
@@ -174,6 +188,10 @@ def encoder_decoder(encoder: _cell.Cell, encoder_params: Any, decoder: _cell.Cel
   * Inference: pass ``start`` ``[dec_input]`` and ``length``; ``u_1 = start``
     and ``u_{t+1} = f(y_t)`` as in :func:`one_to_many`.
 
+  ``options`` (:class:`jrnn.Options`' fields but ``reverse``) are passed to
+  the encoder's and the decoder's :func:`jrnn.unroll`; with feedback the
+  decoder takes ``unroll`` and ``remat`` only, as :func:`one_to_many` does.
+
   Returns:
     ``(decoder_carry, ys)`` with ``ys: [T_out, output_size]``.
 
@@ -184,16 +202,18 @@ def encoder_decoder(encoder: _cell.Cell, encoder_params: Any, decoder: _cell.Cel
   fn = "jrnn.encoder_decoder"
   if (decoder_inputs is None) == (start is None):
     raise ValueError(f"{fn}: pass exactly one of decoder_inputs (teacher forcing) or start and length (feedback).")
-  enc_carry, _ = _unroll.unroll(encoder, encoder_params, xs, mask=mask, unroll=unroll)
+  opts = _options.make(fn, _FORWARD_ONLY, **options)
+  enc_carry, _ = _unroll.unroll(encoder, encoder_params, xs, mask=mask, **options)
   try:
-    dec_carry = _unroll.check_carry(decoder, decoder_params, enc_carry, fn)
+    dec_carry = _checks.check_carry(decoder, decoder_params, enc_carry, fn)
   except ValueError as e:
     raise ValueError(f"{fn}: the encoder's final carry does not fit the decoder: {e}") from None
   if decoder_inputs is not None:
-    carry, hs = _unroll.unroll(decoder, decoder_params, decoder_inputs, dec_carry, unroll=unroll)
+    carry, hs = _unroll.unroll(decoder, decoder_params, decoder_inputs, dec_carry, **options)
     return carry, head.apply(head_params, hs)
   if length is None:
     raise ValueError(f"{fn}: feedback decoding needs length (the number of outputs).")
   carry, ys, _ = one_to_many(decoder, decoder_params, head, head_params, start, length, dec_carry,
-                             feedback=feedback, key=key, temperature=temperature, unroll=unroll)
+                             feedback=feedback, key=key, temperature=temperature, unroll=opts.unroll,
+                             remat=opts.remat)
   return carry, ys

@@ -7,6 +7,7 @@ from typing import Sequence
 import jax
 
 from jrnn import _cell
+from jrnn import _checks
 from jrnn import _unroll
 
 
@@ -51,7 +52,7 @@ def stack(cells: Sequence[_cell.Cell]) -> _cell.Cell:
   name = "jrnn.stack"
 
   def init(key, input_size):
-    input_size = _cell.check_input_size(input_size, name)
+    input_size = _checks.positive_int(input_size, "input_size", f"{name}.init")
     keys = jax.random.split(key, len(cells))
     params = []
     for c, k in zip(cells, keys):
@@ -62,32 +63,22 @@ def stack(cells: Sequence[_cell.Cell]) -> _cell.Cell:
   def initial_carry(params):
     return tuple(c.initial_carry(p) for c, p in zip(cells, params))
 
-  def sequence(params, carry, xs, mask, options):
+  def run(params, carry, xs, mask, options):
     carries = []
     for c, p, h0 in zip(cells, params, carry):
       h_last, xs = _unroll.run(c, p, h0, xs, mask, options)
       carries.append(h_last)
     return tuple(carries), xs
 
-  def input_size_fn(params):
-    return cells[0].input_size(params[0])
+  def step(params, carry, x):
+    new = []
+    for c, p, h0 in zip(cells, params, carry):
+      h_last, x = c.step(p, h0, x)
+      new.append(h_last)
+    return tuple(new), x
 
-  step = None
-  if all(c.step is not None for c in cells):
+  steppable = all(c.step is not None for c in cells)
 
-    def step(params, carry, x):
-      new = []
-      for c, p, h0 in zip(cells, params, carry):
-        h_last, x = c.step(p, h0, x)
-        new.append(h_last)
-      return tuple(new), x
-
-  return _cell.Cell(
-      init=init,
-      initial_carry=initial_carry,
-      step=step,
-      hidden_size=cells[-1].hidden_size,
-      input_size=input_size_fn,
-      sequence=sequence,
-      name=name,
-  )
+  return _cell.Cell(init=init, initial_carry=initial_carry, step=step if steppable else None, hidden_size=cells[-1].hidden_size,
+                    input_size=lambda params: cells[0].input_size(params[0]), kind=_cell.SequenceLayer(run),
+                    name=name)

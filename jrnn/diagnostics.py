@@ -16,8 +16,15 @@ The state ``sₜ`` is the cell's whole carry, flattened with
 :func:`jrnn.gru`; the concatenation ``[hₜ; cₜ]`` (size 2H) for
 :func:`jrnn.lstm`, because ``hₜ`` alone does not determine the future (the
 cell state ``cₜ`` carries the long-range path); the layers' carries in order
-for :func:`jrnn.stack`. Row ``i`` of every result is about the state after
-step ``i + 1``, the same row as ``hs[i]`` from :func:`jrnn.unroll`.
+for :func:`jrnn.stack`. Row ``i`` of every result is about the state after step
+``i + 1``, the same row as ``hs[i]`` from :func:`jrnn.unroll`.
+
+The Jacobians need only a cell that can be stepped (not
+:func:`jrnn.bidirectional`). The loss gradient also needs the output as a
+function of the state, ``hₜ = readout(sₜ, pₜ)``, which a split cell declares
+(its kind's ``readout``: :class:`jrnn.Projected`,
+:class:`jrnn.AffineRecurrence`, :class:`jrnn.LinearRecurrence`); for other
+cells (a stack) it raises ValueError rather than guess.
 
 :func:`plot_norms` draws the curves of several cells on one log-scale figure,
 and :func:`standard_cells` gives the comparison the seeds describe: Elman tanh,
@@ -30,51 +37,57 @@ from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from jrnn import _cell
+from jrnn import _checks
 from jrnn import _elman
 from jrnn import _gru
 from jrnn import _lstm
-from jrnn import _unroll
+from jrnn import _options
+from jrnn import _scans
 
 _NORMS = ("spectral", "frobenius")
 _KINDS = ("jacobian", "loss_grad")
 
 
-def _output(carry):
-  """The output h of a carry: the carry itself, an LSTM's h, or a stack's last layer's."""
-  if isinstance(carry, _lstm.LSTMCarry):
-    return carry.h
-  if isinstance(carry, tuple):
-    return _output(carry[-1])
-  return carry
-
-
-def _checked(cell, params, xs, carry, fn):
-  if isinstance(cell, _cell.Cell) and cell.step is None:
+def _checked(cell, params, xs, carry, fn, options, needs_readout=False):
+  """Checks the inputs and options; returns ``(xs, carry, options)``."""
+  options = _options.make(fn, ("unroll", "remat"), **options)
+  if not isinstance(cell, _cell.Cell):
+    raise TypeError(f"{fn}: cell must be a jrnn.Cell (e.g. jrnn.lstm(16)), got {type(cell).__name__}.")
+  if cell.step is None:
     raise ValueError(f"{fn}: {cell.name} has no step (bidirectional layers cannot be stepped); "
                      "the state Jacobians need a cell that runs forward one step at a time.")
-  xs, carry, _ = _unroll.check_inputs(cell, params, xs, carry, None, fn)
-  return xs, carry
+  if needs_readout and not isinstance(cell.kind, _cell.SPLIT_KINDS):
+    raise ValueError(
+        f"{fn}: {cell.name} is a {type(cell.kind).__name__}, whose output is not a function of its state; "
+        "the loss gradient with respect to the state needs a split cell (jrnn.Projected, AffineRecurrence "
+        "or LinearRecurrence: elman, gru, lstm, min_gru, min_lstm, lru, linear_recurrent_block).")
+  xs, carry, _ = _checks.check_sequence(cell, params, xs, carry, None, fn)
+  return xs, carry, options
 
 
-def _perturbed_run(cell, params, xs, carry, eps):
+def _perturbed_run(cell, params, xs, carry, eps, options):
   """Runs the cell with ``eps[t]`` added to the carry after step t; returns (carry, hs).
 
-  ``eps`` has the carry's structure with a leading ``[T]`` axis. The output at
-  step t is read from the perturbed carry, so ``∂/∂eps[t]`` at ``eps = 0`` is
-  the total derivative with respect to the state ``sₜ``.
+  ``eps`` has the carry's structure with a leading ``[T]`` axis. For a split
+  cell the output at step t is the kind's ``readout`` of the perturbed carry,
+  so ``∂/∂eps[t]`` at ``eps = 0`` is the total derivative with respect to the
+  state ``sₜ``; other cells (a stack) return the step's own outputs.
   """
+  kind = cell.kind
 
   def body(c, x_e):
     x, e = x_e
-    c, _ = cell.step(params, c, x)
-    c = jax.tree_util.tree_map(jnp.add, c, e)
-    return c, _output(c)
+    if isinstance(kind, _cell.SPLIT_KINDS):
+      p = kind.project(params, x)
+      c = jax.tree_util.tree_map(jnp.add, kind.recur(params, c, p), e)
+      return c, kind.readout(params, c, p)
+    c, h = cell.step(params, c, x)
+    return jax.tree_util.tree_map(jnp.add, c, e), h
 
-  return lax.scan(body, carry, (xs, eps))
+  return _scans.sequential(body, carry, (xs, eps), unroll=options.unroll, remat=options.remat)
 
 
 def _zeros_over_time(carry, T):
@@ -93,6 +106,7 @@ def loss_grad_norms(
     xs: jax.typing.ArrayLike,
     loss_fn: Callable[[jax.Array], jax.Array],
     carry: Any = None,
+    **options: Any,
 ) -> jax.Array:
   """``‖∂L/∂sₜ‖₂`` for t = 1 … T, by autodiff with a zero perturbation of each state.
 
@@ -117,6 +131,8 @@ def loss_grad_norms(
     loss_fn: ``hs [T, hidden_size] -> scalar``, a loss on the outputs
       (e.g. ``lambda hs: jrnn.losses.mse(head.apply(hp, hs), ys)``).
     carry: initial carry (``None`` for zeros).
+    options: ``unroll`` and ``remat``, as in :func:`jrnn.unroll` (the other
+      :class:`jrnn.Options` do not apply to this forward-only stepped run).
 
   Returns:
     ``[T]``: row ``i`` is ``‖∂L/∂s_{i+1}‖``.
@@ -135,21 +151,22 @@ def loss_grad_norms(
   if not callable(loss_fn):
     raise TypeError(f"{fn}: loss_fn must be a callable hs [T, hidden_size] -> scalar, got "
                     f"{type(loss_fn).__name__}.")
-  xs, carry = _checked(cell, params, xs, carry, fn)
+  xs, carry, options = _checked(cell, params, xs, carry, fn, options, needs_readout=True)
   T = xs.shape[0]
 
   def total(eps):
-    _, hs = _perturbed_run(cell, params, xs, carry, eps)
+    _, hs = _perturbed_run(cell, params, xs, carry, eps, options)
     loss = jnp.asarray(loss_fn(hs))
     if loss.shape != ():
       raise ValueError(f"{fn}: loss_fn must return a scalar, got shape {tuple(loss.shape)}.")
     return loss
 
   grads = jax.grad(total)(_zeros_over_time(carry, T))
-  return jnp.sqrt(jnp.sum(jnp.square(_flat_over_time(grads, T)), axis=1))
+  return jnp.sqrt(jnp.sum(jnp.square(jnp.abs(_flat_over_time(grads, T))), axis=1))   # |.|: complex carries
 
 
-def state_jacobians(cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, carry: Any = None) -> jax.Array:
+def state_jacobians(cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, carry: Any = None,
+                    **options: Any) -> jax.Array:
   """The Jacobians ``∂s_T/∂sₜ`` for t = 1 … T, with ``jax.jacrev`` through the scan.
 
   .. math::
@@ -165,6 +182,7 @@ def state_jacobians(cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, car
 
   Args:
     cell, params, xs, carry: as for :func:`jrnn.unroll`.
+    options: ``unroll`` and ``remat``, as in :func:`loss_grad_norms`.
 
   Returns:
     ``[T, D, D]``: entry ``[i, a, b] = ∂(s_T)_a / ∂(s_{i+1})_b``.
@@ -172,11 +190,11 @@ def state_jacobians(cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, car
   To compile it, mark the cell static: ``jax.jit(state_jacobians,
   static_argnums=0)``.
   """
-  xs, carry = _checked(cell, params, xs, carry, "jrnn.diagnostics.state_jacobians")
+  xs, carry, options = _checked(cell, params, xs, carry, "jrnn.diagnostics.state_jacobians", options)
   T = xs.shape[0]
 
   def final_state(eps):
-    c, _ = _perturbed_run(cell, params, xs, carry, eps)
+    c, _ = _perturbed_run(cell, params, xs, carry, eps, options)
     return ravel_pytree(c)[0]
 
   jac = jax.jacrev(final_state)(_zeros_over_time(carry, T))     # leaves [D, T, ...]
@@ -187,11 +205,11 @@ def state_jacobians(cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, car
 
 
 def jacobian_norms(cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, carry: Any = None, *,
-                   norm: str = "spectral") -> jax.Array:
+                   norm: str = "spectral", **options: Any) -> jax.Array:
   """``‖∂s_T/∂sₜ‖`` for t = 1 … T (see :func:`state_jacobians`).
 
   Args:
-    cell, params, xs, carry: as for :func:`jrnn.unroll`.
+    cell, params, xs, carry, options: as for :func:`state_jacobians`.
     norm: ``"spectral"`` (the largest singular value: the most any direction
       of an error at step T can keep going back to step t; the quantity in
       Pascanu et al.'s bound) or ``"frobenius"``.
@@ -208,7 +226,7 @@ def jacobian_norms(cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, carr
   """
   if norm not in _NORMS:
     raise ValueError(f"jrnn.diagnostics.jacobian_norms: norm must be one of {_NORMS}, got {norm!r}.")
-  jac = state_jacobians(cell, params, xs, carry)
+  jac = state_jacobians(cell, params, xs, carry, **options)
   if norm == "spectral":
     return jnp.linalg.svd(jac, compute_uv=False)[:, 0]
   return jnp.sqrt(jnp.sum(jnp.square(jac), axis=(1, 2)))
@@ -278,7 +296,8 @@ def plot_norms(
   if not cells:
     raise ValueError(f"{fn}: cells is empty; pass {{label: (cell, params)}}, e.g. standard_cells(...).")
   if loss_fn is None:
-    loss_fn = lambda hs: jnp.sum(hs[-1])   # noqa: E731
+    def loss_fn(hs):
+      return jnp.sum(hs[-1])
   if kind == "jacobian":
     if norm not in _NORMS:
       raise ValueError(f"{fn}: norm must be one of {_NORMS}, got {norm!r}.")

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jrnn import _cell
+from jrnn import _checks
+from jrnn import _options
 from jrnn import _unroll
 
 __all__ = ("RNN",)
@@ -59,7 +61,10 @@ class RNN(nnx.Module):
       :meth:`from_params`.
     return_carry: whether ``__call__`` returns ``(carry, hs)`` rather than
       ``hs`` alone (can be overridden per call).
-    unroll: steps per ``lax.scan`` iteration (speed only).
+    options: how the sequence runs, any of :class:`jrnn.Options`' fields
+      (``reverse``, ``unroll``, ``scan``, ``projection``, ``remat``,
+      ``vjp``), passed to :func:`jrnn.unroll` on every call (``reverse`` can
+      be overridden per call).
 
   Attributes:
     cell: the :class:`jrnn.Cell`.
@@ -108,7 +113,7 @@ class RNN(nnx.Module):
       rngs: Optional[nnx.Rngs] = None,
       params: Any = None,
       return_carry: bool = False,
-      unroll: int = 1,
+      **options: Any,
   ):
     name = "jrnn.nnx.RNN"
     if not isinstance(cell, _cell.Cell):
@@ -118,28 +123,26 @@ class RNN(nnx.Module):
     if params is None:
       if in_features is None:
         raise ValueError(f"{name}: in_features is needed to initialise the params from rngs.")
-      params = cell.init(rngs.params(), _cell.check_input_size(in_features, name))
+      params = cell.init(rngs.params(), _checks.positive_int(in_features, "in_features", name))
     elif in_features is not None and in_features != cell.input_size(params):
       raise ValueError(
           f"{name}: in_features={in_features!r} but the params given expect input_size={cell.input_size(params)}.")
-    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
-      raise ValueError(f"{name}: unroll must be a positive int, got {unroll!r}.")
+    self.options = _options.make(name, **options)
     self.cell = cell
     self.cell_params = nnx.data(jax.tree.map(nnx.Param, params))
     self.in_features = int(cell.input_size(params))
     self.out_features = cell.hidden_size
     self.return_carry = bool(return_carry)
-    self.unroll = unroll
 
   @classmethod
-  def from_params(cls, cell: _cell.Cell, params: Any, *, return_carry: bool = False, unroll: int = 1) -> "RNN":
+  def from_params(cls, cell: _cell.Cell, params: Any, *, return_carry: bool = False, **options: Any) -> "RNN":
     """Wraps existing params (from ``cell.init``, training or :mod:`jrnn.interop`).
 
     Same as ``RNN(cell, params=params)``. Each array is held, not copied, in an
     ``nnx.Param``; ``RNN.from_params(cell, p).params`` has the structure and
     values of ``p``.
     """
-    return cls(cell, params=params, return_carry=return_carry, unroll=unroll)
+    return cls(cell, params=params, return_carry=return_carry, **options)
 
   @property
   def params(self) -> Any:
@@ -159,7 +162,7 @@ class RNN(nnx.Module):
       carry: Any = None,
       *,
       mask: Optional[jax.typing.ArrayLike] = None,
-      reverse: bool = False,
+      reverse: Optional[bool] = None,
       return_carry: Optional[bool] = None,
   ):
     """Runs the cell over ``xs``.
@@ -170,7 +173,8 @@ class RNN(nnx.Module):
         ``None`` for zeros.
       mask: optional boolean ``[T]`` (or ``[B, T]``); masked steps keep the
         carry and output zeros, as in :func:`jrnn.unroll`.
-      reverse: scan from the last step to the first (``hs`` keep their order).
+      reverse: scan from the last step to the first (``hs`` keep their
+        order); ``None`` for the module's ``reverse`` option.
       return_carry: overrides the module's ``return_carry`` for this call.
 
     Returns:
@@ -178,31 +182,24 @@ class RNN(nnx.Module):
       ``(carry, hs)`` when ``return_carry``.
     """
     return_carry = self.return_carry if return_carry is None else return_carry
-    params = self.params
+    options = self.options._asdict()
+    if reverse is not None:
+      options["reverse"] = bool(reverse)
     xs = jnp.asarray(xs)
-    reverse = bool(reverse)
-
-    def one(xs, carry, mask):
-      return _unroll.unroll(self.cell, params, xs, carry, mask=mask, reverse=reverse, unroll=self.unroll)
-
     if xs.ndim == 2:
-      out_carry, hs = one(xs, carry, mask)
+      out_carry, hs = _unroll.unroll(self.cell, self.params, xs, carry, mask=mask, **options)
     elif xs.ndim == 3:
-      if mask is not None:
-        mask = jnp.asarray(mask)
-        if mask.shape != xs.shape[:2]:
+      if mask is not None and jnp.shape(mask) != xs.shape[:2]:
+        raise ValueError(
+            f"jrnn.nnx.RNN: for xs of shape {tuple(xs.shape)} [B, T, features], mask must have shape "
+            f"[B, T] = {tuple(xs.shape[:2])}, got shape {tuple(jnp.shape(mask))}.")
+      for leaf in jax.tree_util.tree_leaves(carry):
+        if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != xs.shape[0]:
           raise ValueError(
-              f"jrnn.nnx.RNN: for xs of shape {tuple(xs.shape)} [B, T, features], mask must have shape "
-              f"[B, T] = {tuple(xs.shape[:2])}, got shape {tuple(mask.shape)}.")
-      if carry is not None:
-        for leaf in jax.tree_util.tree_leaves(carry):
-          if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != xs.shape[0]:
-            raise ValueError(
-                f"jrnn.nnx.RNN: for a batch of {xs.shape[0]} sequences every carry leaf needs a leading "
-                f"axis of size {xs.shape[0]}, got a leaf of shape {tuple(jnp.shape(leaf))} "
-                "(see module.initial_carry(batch_size)).")
-      in_axes = (0, None if carry is None else 0, None if mask is None else 0)
-      out_carry, hs = jax.vmap(one, in_axes=in_axes)(xs, carry, mask)
+              f"jrnn.nnx.RNN: for a batch of {xs.shape[0]} sequences every carry leaf needs a leading "
+              f"axis of size {xs.shape[0]}, got a leaf of shape {tuple(jnp.shape(leaf))} "
+              "(see module.initial_carry(batch_size)).")
+      out_carry, hs = _unroll.unroll_batch(self.cell, self.params, xs, carry, mask=mask, **options)
     else:
       raise ValueError(
           f"jrnn.nnx.RNN: xs must have shape [T, {self.in_features}] or [B, T, {self.in_features}], "

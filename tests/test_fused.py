@@ -108,7 +108,7 @@ def test_weight_gradients_are_single_products_outside_the_backward_scan():
 def test_fused_needs_a_split_cell_and_no_remat():
   cell = jrnn.min_gru(4)
   params = cell.init(jax.random.key(0), 3)
-  with pytest.raises(ValueError, match="vjp='fused' needs a cell split into cell.recurrent and cell.update"):
+  with pytest.raises(ValueError, match="vjp='fused' needs a cell split into recurrent and update"):
     jrnn.unroll(cell, params, jnp.ones((5, 3)), vjp="fused", scan="sequential")
   lstm = jrnn.lstm(4)
   with pytest.raises(ValueError, match="cannot be combined with remat='sqrt'"):

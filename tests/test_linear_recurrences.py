@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import jrnn
+from jrnn import _options
 from jrnn import _unroll
 from tests import reference as ref
 
@@ -162,13 +163,13 @@ def test_log_space_scan_agrees_with_plain_form_on_long_sequences():
 def test_log_coefficients_are_the_logs_of_the_plain_coefficients(x64):
   for name in ("min_gru_log", "min_lstm_log"):
     cell, params, xs, _, _ = _setup(name, jnp.float64)
-    log_a, log_b = cell.linear(params, xs)
-    ps = cell.project(params, xs)
-    h = jnp.zeros((T, 4), jnp.float64)
-    _, b = jax.vmap(cell.recur, (None, 0, 0))(params, h, ps)   # h=0 gives b
-    ab, _ = jax.vmap(cell.recur, (None, 0, 0))(params, h + 1.0, ps)  # h=1 gives a + b
+    log_a, log_b = cell.kind.coefficients(params, cell.kind.project(params, xs))
+    _, step = CELLS[name]
+    xs64, H = np.asarray(xs), 4
+    b = np.stack([step(params, np.zeros(H), x)[0] for x in xs64])             # h=0 gives b
+    a = np.stack([step(params, np.ones(H), x)[0] for x in xs64]) - b          # h=1 gives a + b
     np.testing.assert_allclose(jnp.exp(log_b), b, rtol=1e-12)
-    np.testing.assert_allclose(jnp.exp(log_a), ab - b, rtol=1e-10)
+    np.testing.assert_allclose(jnp.exp(log_a), a, rtol=1e-10)
 
 
 @pytest.mark.parametrize("r_min, r_max, max_phase", [(0.0, 1.0, 2 * math.pi), (0.9, 0.999, math.pi / 10)])
@@ -218,13 +219,14 @@ def test_associative_on_a_nonlinear_cell_raises_naming_it():
 
 def test_auto_rule():
   lin, nonlin = jrnn.min_gru(3), jrnn.gru(3)
-  threshold = _unroll.AUTO_MIN_LENGTH[jax.default_backend()]
-  assert _unroll.resolve_scan(nonlin, "auto", 10**6) == "sequential"
+  threshold = _options.AUTO_MIN_LENGTH[jax.default_backend()]
+  auto = jrnn.Options(scan="auto")
+  assert _unroll.algorithm(nonlin, auto, 10**6) == "sequential"
   if threshold is None:
-    assert _unroll.resolve_scan(lin, "auto", 10**6) == "sequential"
+    assert _unroll.algorithm(lin, auto, 10**6) == "sequential"
   else:
-    assert _unroll.resolve_scan(lin, "auto", threshold - 1) == "sequential"
-    assert _unroll.resolve_scan(lin, "auto", threshold) == "associative"
+    assert _unroll.algorithm(lin, auto, threshold - 1) == "sequential"
+    assert _unroll.algorithm(lin, auto, threshold) == "associative"
 
 
 def test_vmap_and_jit_with_masks(x64):

@@ -235,8 +235,8 @@ def test_per_step_projection_runs_inside_the_scan():
 
 def test_auto_projection_follows_the_backend_table(monkeypatch):
   """projection="auto" is AUTO_PROJECTION[backend]: per-step on CPU (measured), hoisted elsewhere."""
-  from jrnn import _unroll
-  assert _unroll.resolve_projection("auto") == _unroll.AUTO_PROJECTION[jax.default_backend()]
-  monkeypatch.setattr(_unroll, "AUTO_PROJECTION", {})
-  assert _unroll.resolve_projection("auto") == "hoisted"
+  from jrnn import _options
+  assert _options.projection(jrnn.Options()) == _options.AUTO_PROJECTION[jax.default_backend()]
+  monkeypatch.setattr(_options, "AUTO_PROJECTION", {})
+  assert _options.projection(jrnn.Options()) == "hoisted"
   assert _dots(jrnn.lstm(16), "auto")[0] == [(32, 64)]
