@@ -131,3 +131,54 @@ def test_python_dash_m_jrnn(tmp_path):
   assert proc.returncode == 0, proc.stderr
   assert "final loss" in proc.stdout and "baseline uniform (ln 4): 1.3863" in proc.stdout
   assert checkpoint.latest_step(str(tmp_path / "dogs")) == 30
+
+
+def test_sequence_options_are_flags_saved_in_the_config(tmp_path, capsys):
+  d = str(tmp_path / "dogs")
+  assert cli.main(["train", "--task", "dogs", "--steps", "4", "--remat", "step", "--projection", "hoisted",
+                   "--scan", "sequential", "--checkpoint-dir", d, "--no-progress"]) == 0
+  assert "sequence options: scan=sequential, projection=hoisted, remat=step" in capsys.readouterr().out
+  config = checkpoint.read_metadata(d)["config"]
+  assert (config["scan"], config["projection"], config["remat"], config["vjp"]) == \
+      ("sequential", "hoisted", "step", "autodiff")
+  assert cli.main(["train", "--task", "dogs", "--steps", "6", "--resume", "--remat", "step", "--checkpoint-dir", d,
+                   "--no-progress"]) == 0  # the same value again is no change
+  assert checkpoint.read_metadata(d)["config"]["remat"] == "step"
+  _bad(["train", "--task", "dogs", "--steps", "8", "--resume", "--remat", "none", "--checkpoint-dir", d], capsys,
+       "--remat none differs from the checkpoint's step")
+  k = str(tmp_path / "chunks")
+  assert cli.main(["train", "--task", "dogs", "--steps", "2", "--remat", "2", "--checkpoint-dir", k,
+                   "--no-progress"]) == 0
+  assert checkpoint.read_metadata(k)["config"]["remat"] == 2
+  f = str(tmp_path / "fused")
+  assert cli.main(["train", "--task", "dogs", "--steps", "2", "--vjp", "fused", "--checkpoint-dir", f,
+                   "--no-progress"]) == 0
+  assert checkpoint.read_metadata(f)["config"]["vjp"] == "fused"
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--remat", "x"], "argument --remat: must be none, step, sqrt or a positive integer"),
+    (["--remat", "0"], "argument --remat: must be none, step, sqrt or a positive integer"),
+    (["--scan", "parallel"], "invalid choice: 'parallel'"),
+    (["--projection", "early"], "invalid choice: 'early'"),
+    (["--vjp", "manual"], "invalid choice: 'manual'"),
+    (["--scan", "associative"], "--cell lstm cannot run with these sequence options"),
+])
+def test_bad_sequence_options_exit_2_with_one_line(argv, match, tmp_path, capsys):
+  _bad(["train", "--task", "adding", "--checkpoint-dir", str(tmp_path / "run")] + argv, capsys, match)
+
+
+def test_checkpoints_saved_before_the_sequence_options_resume(tmp_path, capsys):
+  """A config without scan/projection/remat/vjp reads as their defaults."""
+  from jrnn.apps import experiments
+
+  d = str(tmp_path / "old")
+  config = experiments.resolve({"task": "dogs", "steps": 3})
+  old = {k: v for k, v in config.items() if k not in experiments.OPTION_DEFAULTS}
+  _, state, _ = run.setup_run(old)
+  checkpoint.save(d, state._replace(step=3), metadata={"config": old})
+  _bad(["train", "--task", "dogs", "--steps", "5", "--resume", "--remat", "step", "--checkpoint-dir", d], capsys,
+       "--remat step differs from the checkpoint's none")
+  assert cli.main(["train", "--task", "dogs", "--steps", "5", "--resume", "--remat", "none", "--checkpoint-dir", d,
+                   "--no-progress"]) == 0
+  assert checkpoint.latest_step(d) == 5

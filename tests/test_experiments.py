@@ -4,6 +4,7 @@ import math
 import sys
 
 import jax
+import numpy as np
 import optax
 import pytest
 
@@ -81,3 +82,77 @@ def test_sunspots_data_errors_become_config_errors(monkeypatch):
   monkeypatch.setitem(sys.modules, "statsmodels.datasets", None)  # as if statsmodels were not installed
   with pytest.raises(experiments.ConfigError, match=r"pip install 'jrnn\[data\]'"):
     experiments.build(experiments.resolve({"task": "sunspots"}), jax.random.key(0))
+
+
+def _loss_and_args(task, **options):
+  config = experiments.resolve(dict(task=task, hidden=4, batch=2, seq_len=4, **options))
+  exp = experiments.build(config, jax.random.key(0))
+  params = exp.init(jax.random.key(1))
+  batch = exp.batch_fn(0)
+  if exp.initial_carry is not None:
+    batch = (batch, exp.initial_carry(params))
+  return exp.loss_fn, params, batch
+
+
+def _primitives(jaxpr, found=None):
+  """Names of the primitives in ``jaxpr`` and in every jaxpr nested in its equations' params."""
+  found = set() if found is None else found
+  for eqn in jaxpr.eqns:
+    found.add(eqn.primitive.name)
+    for value in eqn.params.values():
+      for v in value if isinstance(value, (tuple, list)) else (value,):
+        inner = getattr(v, "jaxpr", v)  # a ClosedJaxpr holds a Jaxpr
+        if hasattr(inner, "eqns"):
+          _primitives(inner, found)
+  return found
+
+
+@pytest.mark.parametrize("task", ["adding", "chars"])  # many-to-one; stateful many-to-many
+@pytest.mark.parametrize("options, wanted", [
+    ({}, None),
+    ({"remat": "step"}, "remat"),
+    ({"remat": 2}, "remat"),
+    ({"vjp": "fused"}, "custom_vjp"),
+])
+def test_sequence_options_reach_the_scan(task, options, wanted):
+  loss_fn, params, batch = _loss_and_args(task, **options)
+  names = _primitives(jax.make_jaxpr(loss_fn)(params, batch).jaxpr)
+  found = {w for w in ("remat", "checkpoint", "custom_vjp") if any(w in n for n in names)}
+  if wanted == "remat":  # jax.checkpoint's primitive is remat2 (checkpoint in some versions)
+    assert found & {"remat", "checkpoint"} and "custom_vjp" not in found, names
+  else:
+    assert found == ({wanted} if wanted else set()), names
+
+
+@pytest.mark.parametrize("options", [dict(scan="sequential", projection="hoisted", remat="sqrt", vjp="autodiff"),
+                                     dict(scan="auto", projection="per_step", remat="none", vjp="fused")])
+def test_every_option_is_passed_to_unroll_batch_and_leaves_the_loss_unchanged(options, monkeypatch):
+  import jrnn
+
+  calls, original = [], jrnn.unroll_batch
+
+  def spy(*args, **kwargs):
+    calls.append({k: kwargs.get(k) for k in ("scan", "projection", "remat", "vjp")})
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(jrnn, "unroll_batch", spy)
+  loss_fn, params, batch = _loss_and_args("copy", **options)
+  loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+  assert calls and all(c == experiments.sequence_options(options) for c in calls), calls
+  ref_fn, _, _ = _loss_and_args("copy")
+  ref_loss, ref_grads = jax.value_and_grad(ref_fn)(params, batch)
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, ref_grads)
+
+
+def test_options_resolve_to_defaults_and_bad_ones_are_config_errors():
+  assert {k: experiments.resolve({"task": "adding"})[k] for k in experiments.OPTION_DEFAULTS} == \
+      experiments.OPTION_DEFAULTS
+  assert experiments.sequence_options({"task": "adding"})["remat"] is None  # a config saved before the options
+  for bad, match in (({"remat": 0}, "--remat must be"), ({"remat": "x"}, "--remat must be"),
+                     ({"scan": "parallel"}, "--scan must be"), ({"vjp": "manual"}, "--vjp must be"),
+                     ({"projection": "early"}, "--projection must be")):
+    with pytest.raises(experiments.ConfigError, match=match):
+      experiments.resolve(dict(task="adding", **bad))
+  with pytest.raises(experiments.ConfigError, match="--cell lstm cannot run .*associative"):
+    experiments.build(experiments.resolve({"task": "adding", "scan": "associative"}), jax.random.key(0))

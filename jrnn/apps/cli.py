@@ -5,13 +5,17 @@
   jrnn train --task adding --cell lstm                  # the task's defaults
   jrnn train --task chars --steps 2000 --checkpoint-dir runs/chars
   jrnn train --task chars --steps 4000 --checkpoint-dir runs/chars --resume
+  jrnn train --task copy --seq-len 1000 --remat sqrt --vjp fused   # how the scan runs
   jrnn generate --checkpoint-dir runs/chars --prime "def " --length 300 --temperature 0.8
 
 ``train`` prints a progress bar and the evaluations, then the final metric
 beside the task's baselines (and, for ``chars``, a sample); it leaves
 ``history.json`` and ``loss.png`` beside the checkpoints. ``--steps`` is the
-total: ``--resume`` trains from the last checkpoint up to it. Bad flags and
-impossible combinations print one line on stderr and exit with status 2.
+total: ``--resume`` trains from the last checkpoint up to it. ``--scan``,
+``--projection``, ``--remat`` and ``--vjp`` are :func:`jrnn.unroll`'s options
+for every sequence the model reads; like the model's flags they are saved in
+the checkpoint and ``--resume`` keeps them. Bad flags and impossible
+combinations print one line on stderr and exit with status 2.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import sys
 import time
 from typing import Optional, Sequence
 
-_CONFIG_FLAGS = ("task", "cell", "hidden", "batch", "lr", "optimizer", "seq_len", "seed", "clip_norm")
+_CONFIG_FLAGS = ("task", "cell", "hidden", "batch", "lr", "optimizer", "seq_len", "seed", "clip_norm",
+                 "scan", "projection", "remat", "vjp")
 
 
 class UsageError(Exception):
@@ -34,6 +39,19 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
   def error(self, message):
     raise UsageError(message)
+
+
+def _remat(text: str):
+  """``--remat``: none, step, sqrt or a positive int (the chunk length)."""
+  if text in ("none", "step", "sqrt"):
+    return text
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be none, step, sqrt or a positive integer (chunk length), got {text!r}")
+  return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +71,15 @@ def _parser() -> argparse.ArgumentParser:
                  "sunspots: window of years)")
   t.add_argument("--clip-norm", type=float, help="clip gradients to this global norm")
   t.add_argument("--seed", type=int, help="seed of the initial params and the data (default 0)")
+  t.add_argument("--scan", choices=experiments.SCANS,
+                 help="sequential lax.scan, or the associative scan for cells linear in the carry (default auto)")
+  t.add_argument("--projection", choices=experiments.PROJECTIONS,
+                 help="input projection hoisted out of the scan or per step (default auto: by backend)")
+  t.add_argument("--remat", type=_remat, metavar="{none,step,sqrt,K}",
+                 help="gradient checkpointing of the scan: none (default), every step, sqrt(T) chunks or "
+                      "chunks of K steps")
+  t.add_argument("--vjp", choices=experiments.VJPS,
+                 help="backward pass: autodiff through the scan (default) or the fused hand-written BPTT")
   t.add_argument("--checkpoint-dir", help="where checkpoints, history.json and loss.png go "
                  "(default runs/TASK)")
   t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")
@@ -88,9 +115,10 @@ def _resolve_train_config(args):
     except (checkpoint.CheckpointError, KeyError) as e:
       raise UsageError(f"--resume: cannot read the checkpoint in {directory}: {e}") from None
     for k in _CONFIG_FLAGS:
-      if given[k] is not None and given[k] != saved[k]:
+      was = saved.get(k, experiments.OPTION_DEFAULTS.get(k))  # saved before the option existed: its default
+      if given[k] is not None and given[k] != was:
         flag = "--" + k.replace("_", "-")
-        raise UsageError(f"--resume: {flag} {given[k]} differs from the checkpoint's {saved[k]} "
+        raise UsageError(f"--resume: {flag} {given[k]} differs from the checkpoint's {was} "
                          f"(leave {flag} out to keep it).")
     config = dict(saved)
     config.update({k: v for k, v in given.items() if k in ("steps", "eval_every") and v is not None})
@@ -147,6 +175,9 @@ def cmd_train(args) -> int:
   model = f"{config['cell']}({config['hidden']})"
   print(f"jrnn train: {model} on {config['task']}, {config['optimizer']} lr={config['lr']}, "
         f"batch {config['batch']}, seq-len {config['seq_len']}, steps {state.step}->{config['steps']}")
+  changed = [f"{k}={config[k]}" for k, v in experiments.OPTION_DEFAULTS.items() if config[k] != v]
+  if changed:
+    print("sequence options: " + ", ".join(changed))
   print("baselines: " + ", ".join(f"{k} {v:.4f}" for k, v in exp.baselines.items()), flush=True)
   save_every = args.save_every or config["eval_every"]
 

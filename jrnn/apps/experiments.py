@@ -6,6 +6,12 @@ number, an evaluation and the task's baselines. ``build(config, key)`` makes
 one from a plain dict (the command line's flags), so the same dict saved in a
 checkpoint rebuilds the same experiment.
 
+Every set-up runs its model as ``jrnn.unroll_batch(cell, params, xs[B, T, I],
+**options)`` and then the linear head, where ``options`` are the config's
+``scan``, ``projection``, ``remat`` and ``vjp`` (:data:`OPTION_DEFAULTS`; see
+:func:`jrnn.unroll`): they change how the scan runs and what it stores, not
+the values it computes.
+
 =========  ============  =====================================  ======================
 task       form          batch ``i``                            metric vs baseline
 =========  ============  =====================================  ======================
@@ -26,11 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn import _elman
-from jrnn import _gru
-from jrnn import _linear
-from jrnn import _lstm
-from jrnn import _modes
+import jrnn
 from jrnn import losses
 from jrnn.tasks import COPY_CLASSES
 from jrnn.tasks import COPY_LENGTH
@@ -43,8 +45,16 @@ from jrnn.tasks import copy_baseline
 from jrnn.tasks import dogs as dogs_data
 from jrnn.tasks import sunspots as sunspots_task
 
-CELLS = {"elman": _elman.elman, "gru": _gru.gru, "lstm": _lstm.lstm}
+CELLS = {"elman": jrnn.elman, "gru": jrnn.gru, "lstm": jrnn.lstm}
 TASKS = ("dogs", "adding", "copy", "chars", "sunspots")
+
+# How the sequence runs (jrnn.unroll's options), the same default for every task. A config saved before
+# these keys existed resolves to these defaults, i.e. the behaviour it was trained with.
+OPTION_DEFAULTS = {"scan": "auto", "projection": "auto", "remat": "none", "vjp": "autodiff"}
+SCANS = ("auto", "sequential", "associative")
+PROJECTIONS = ("auto", "hoisted", "per_step")
+REMATS = ("none", "step", "sqrt")  # or a positive int chunk length
+VJPS = ("autodiff", "fused")
 
 # Defaults per task, measured on 2 shared CPU cores: adding reaches test MSE < 0.01 at T = 100 by step
 # ~500 (1500 leave a margin); copy (T = 10) reaches CE ~0.11 against the memoryless 0.69; chars beats the
@@ -113,7 +123,7 @@ def resolve(config: dict) -> dict:
   task = config.get("task")
   if task not in DEFAULTS:
     raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}.")
-  out = dict(DEFAULTS[task], seed=0)
+  out = dict(DEFAULTS[task], seed=0, **OPTION_DEFAULTS)
   out.update({k: v for k, v in config.items() if v is not None})
   if out["cell"] not in CELLS:
     raise ConfigError(f"unknown cell {out['cell']!r}; choose one of {', '.join(CELLS)}.")
@@ -126,6 +136,12 @@ def resolve(config: dict) -> dict:
     raise ConfigError(f"--lr must be a positive number, got {out['lr']!r}.")
   if out["clip_norm"] is not None and not out["clip_norm"] > 0:
     raise ConfigError(f"--clip-norm must be positive, got {out['clip_norm']!r}.")
+  for name, allowed in (("scan", SCANS), ("projection", PROJECTIONS), ("vjp", VJPS)):
+    if out[name] not in allowed:
+      raise ConfigError(f"--{name} must be one of {', '.join(allowed)}; got {out[name]!r}.")
+  remat = out["remat"]
+  if not (remat in REMATS or (isinstance(remat, int) and not isinstance(remat, bool) and remat >= 1)):
+    raise ConfigError(f"--remat must be none, step, sqrt or a positive integer (chunk length), got {remat!r}.")
   if task == "dogs" and (out["seq_len"] != 3 or out["batch"] != 1):
     raise ConfigError("the dogs task is the one sequence d-o-g: it needs --seq-len 3 and --batch 1.")
   if task == "adding" and out["seq_len"] < 2:
@@ -133,43 +149,64 @@ def resolve(config: dict) -> dict:
   return out
 
 
+def sequence_options(config: dict) -> dict:
+  """The keyword options of ``jrnn.unroll_batch`` that ``config`` asks for (a missing key: its default)."""
+  options = {k: config.get(k, default) for k, default in OPTION_DEFAULTS.items()}
+  if options["remat"] == "none":
+    options["remat"] = None
+  return options
+
+
+class _Model(NamedTuple):
+  """A cell with a linear head, run over batches with fixed sequence options."""
+
+  cell: Any
+  head: Any
+  init: Callable[[jax.Array], ModelParams]
+  options: dict
+
+  def many_to_one(self, params, xs):
+    """Batched many-to-one: ``xs [B, T, I] -> y [B, O]``, the head on the last step's output."""
+    _, hs = jrnn.unroll_batch(self.cell, params.cell, xs, **self.options)
+    return self.head.apply(params.head, hs[:, -1])
+
+  def many_to_many(self, params, xs, carry=None):
+    """Batched many-to-many: ``xs [B, T, I] -> (carry, ys [B, T, O])``."""
+    carry, hs = jrnn.unroll_batch(self.cell, params.cell, xs, carry, **self.options)
+    return carry, self.head.apply(params.head, hs)
+
+
 def _model(config, input_size, output_size):
   cell = CELLS[config["cell"]](config["hidden"])
-  head = _linear.linear(output_size)
+  head = jrnn.linear(output_size)
+  options = sequence_options(config)
+  try:  # trace once on a dummy batch, so that options the cell cannot run fail here, not at step 1
+    jax.eval_shape(lambda: jrnn.unroll_batch(cell, cell.init(jax.random.key(0), input_size),
+                                             jnp.zeros((1, 2, input_size)), **options))
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"--cell {config['cell']} cannot run with these sequence options: {e}") from None
 
   @jax.jit  # one compilation instead of one per initializer op
   def init(key):
     kc, kh = jax.random.split(key)
     return ModelParams(cell.init(kc, input_size), head.init(kh, config["hidden"]))
 
-  return cell, head, init
-
-
-def _many_to_one(cell, head, params, xs):
-  """Batched many-to-one: ``xs [B, T, I] -> y [B, O]``."""
-  return jax.vmap(lambda x: head.apply(params.head, _modes.many_to_one(cell, params.cell, x)[1]))(xs)
-
-
-def _many_to_many(cell, head, params, xs, carry=None):
-  """Batched many-to-many: ``xs [B, T, I] -> (carry, ys [B, T, O])``."""
-  if carry is None:
-    return jax.vmap(lambda x: _modes.many_to_many(cell, params.cell, head, params.head, x))(xs)
-  return jax.vmap(lambda x, c: _modes.many_to_many(cell, params.cell, head, params.head, x, c))(xs, carry)
+  return _Model(cell, head, init, options)
 
 
 def _dogs(config, key):
   del key
   data = dogs_data()
-  cell, head, init = _model(config, len(DOGS_VOCAB), len(DOGS_VOCAB))
+  m = _model(config, len(DOGS_VOCAB), len(DOGS_VOCAB))
   xs, labels = data.xs[None], data.labels[None]
 
   def loss_fn(params, batch):
     xs, labels = batch
-    return losses.softmax_cross_entropy(_many_to_many(cell, head, params, xs)[1], labels)
+    return losses.softmax_cross_entropy(m.many_to_many(params, xs)[1], labels)
 
   @jax.jit
   def _eval(params):
-    logits = _many_to_many(cell, head, params, xs)[1][0]
+    logits = m.many_to_many(params, xs)[1][0]
     return losses.softmax_cross_entropy(logits, labels[0]), jax.nn.softmax(logits[-1])[3]
 
   def evaluate(params, full):
@@ -177,41 +214,41 @@ def _dogs(config, key):
     loss, p_s = _eval(params)
     return {"loss": float(loss), "p(s|dog)": float(p_s)}
 
-  return Experiment("dogs", cell, head, 4, init, loss_fn, lambda i: (xs, labels), evaluate, "loss",
+  return Experiment("dogs", m.cell, m.head, 4, m.init, loss_fn, lambda i: (xs, labels), evaluate, "loss",
                     {"uniform (ln 4)": math.log(4)})
 
 
 def _adding(config, key):
   T, B = config["seq_len"], config["batch"]
-  cell, head, init = _model(config, 2, 1)
+  m = _model(config, 2, 1)
   k_train, k_test = jax.random.split(key)
   test = adding_data(k_test, 1000, T)
 
   def loss_fn(params, batch):
-    return losses.mse(_many_to_one(cell, head, params, batch.xs), batch.targets)
+    return losses.mse(m.many_to_one(params, batch.xs), batch.targets)
 
   test_mse = jax.jit(lambda params: loss_fn(params, test))
 
   def batch_fn(i):
     return adding_data(jax.random.fold_in(k_train, i), B, T)
 
-  return Experiment("adding", cell, head, 2, init, loss_fn, batch_fn,
+  return Experiment("adding", m.cell, m.head, 2, m.init, loss_fn, batch_fn,
                     lambda params, full: {"test_mse": float(test_mse(params))}, "test_mse",
                     {"predict 1": float(adding_baseline(test.targets))})
 
 
 def _copy(config, key):
   T, B = config["seq_len"], config["batch"]
-  cell, head, init = _model(config, COPY_CLASSES, COPY_CLASSES)
+  m = _model(config, COPY_CLASSES, COPY_CLASSES)
   k_train, k_test = jax.random.split(key)
   test = copy_data(k_test, 500, T)
 
   def loss_fn(params, batch):
-    return losses.softmax_cross_entropy(_many_to_many(cell, head, params, batch.xs)[1], batch.labels)
+    return losses.softmax_cross_entropy(m.many_to_many(params, batch.xs)[1], batch.labels)
 
   @jax.jit
   def _eval(params):
-    logits = _many_to_many(cell, head, params, test.xs)[1]
+    logits = m.many_to_many(params, test.xs)[1]
     recalled = jnp.argmax(logits[:, -COPY_LENGTH:], axis=-1) == test.labels[:, -COPY_LENGTH:]
     return losses.softmax_cross_entropy(logits, test.labels), jnp.mean(recalled.astype(jnp.float32))
 
@@ -220,7 +257,7 @@ def _copy(config, key):
     ce, acc = _eval(params)
     return {"test_ce": float(ce), "copy_accuracy": float(acc)}
 
-  return Experiment("copy", cell, head, COPY_CLASSES, init, loss_fn,
+  return Experiment("copy", m.cell, m.head, COPY_CLASSES, m.init, loss_fn,
                     lambda i: copy_data(jax.random.fold_in(k_train, i), B, T), evaluate, "test_ce",
                     {"memoryless": copy_baseline(T)})
 
@@ -230,7 +267,7 @@ def _chars(config, key):
   T, B = config["seq_len"], config["batch"]
   data = chars_task.chars()
   V = len(data.vocab)
-  cell, head, init = _model(config, V, V)
+  m = _model(config, V, V)
   streams = chars_task.streams(data.train, B)
   windows = (streams.shape[1] - 1) // T
   if windows < 1:
@@ -245,12 +282,12 @@ def _chars(config, key):
   def loss_fn(params, batch):
     (x, y, reset), carry = batch
     carry = jax.tree_util.tree_map(lambda c: jnp.where(reset, jnp.zeros_like(c), c), carry)
-    carry, logits = _many_to_many(cell, head, params, jax.nn.one_hot(x, V, dtype=jnp.float32), carry)
+    carry, logits = m.many_to_many(params, jax.nn.one_hot(x, V, dtype=jnp.float32), carry)
     return losses.softmax_cross_entropy(logits, y), carry
 
   @jax.jit
   def _valid_loss(params, ids):
-    _, logits = _many_to_many(cell, head, params, jax.nn.one_hot(ids[:, :-1], V, dtype=jnp.float32))
+    _, logits = m.many_to_many(params, jax.nn.one_hot(ids[:, :-1], V, dtype=jnp.float32))
     return losses.softmax_cross_entropy(logits, ids[:, 1:])
 
   def evaluate(params, full):
@@ -259,12 +296,12 @@ def _chars(config, key):
     return {"valid_loss": float(_valid_loss(params, ids))}
 
   def initial_carry(params):
-    c = cell.initial_carry(params.cell)
+    c = m.cell.initial_carry(params.cell)
     return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (B,) + x.shape), c)
 
   baselines = {f"uniform (ln {V})": chars_task.uniform_baseline(V),
                "bigram (add-one)": chars_task.bigram_baseline(data.train, data.valid, V)}
-  return Experiment("chars", cell, head, V, init, loss_fn, batch_fn, evaluate, "valid_loss", baselines,
+  return Experiment("chars", m.cell, m.head, V, m.init, loss_fn, batch_fn, evaluate, "valid_loss", baselines,
                     initial_carry, {"vocab": data.vocab})
 
 
@@ -274,19 +311,19 @@ def _sunspots(config, key):
   except (ImportError, ValueError) as e:  # statsmodels missing; a window too long for the series
     raise ConfigError(str(e)) from None
   B = config["batch"]
-  cell, head, init = _model(config, 1, 1)
+  m = _model(config, 1, 1)
   train_xs, train_ys = jnp.asarray(data.train_xs), jnp.asarray(data.train_ys)
 
   def loss_fn(params, batch):
     xs, ys = batch
-    return losses.mse(_many_to_one(cell, head, params, xs), ys)
+    return losses.mse(m.many_to_one(params, xs), ys)
 
   def batch_fn(i):
     idx = jax.random.randint(jax.random.fold_in(key, i), (B,), 0, train_xs.shape[0])
     return train_xs[idx], train_ys[idx]
 
   test_mse = jax.jit(lambda params: loss_fn(params, (jnp.asarray(data.test_xs), jnp.asarray(data.test_ys))))
-  return Experiment("sunspots", cell, head, 1, init, loss_fn, batch_fn,
+  return Experiment("sunspots", m.cell, m.head, 1, m.init, loss_fn, batch_fn,
                     lambda params, full: {"test_mse": float(test_mse(params))}, "test_mse",
                     {"persistence": sunspots_task.persistence_baseline(data.test_xs, data.test_ys)},
                     metadata={"mean": data.mean, "std": data.std})
