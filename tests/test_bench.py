@@ -11,7 +11,7 @@ from jrnn.apps import bench
 
 def test_flop_count_matches_hand_count():
   cfg = bench.Config("lstm", hidden=8, length=5, batch=2, input_size=3, output_size=4)
-  per_step = 2 * 2 * 3 * 32 + 2 * 2 * 8 * 32 + 2 * 2 * 8 * 4   # x Wx, h Wh (4 gates), head
+  per_step = 2 * 2 * 3 * 32 + 2 * 2 * 8 * 32 + 2 * 2 * 8 * 4  # x Wx, h Wh (4 gates), head
   assert cfg.flops("forward") == 5 * per_step
   assert cfg.flops("train") == 3 * 5 * per_step
   assert bench.Config("elman", 8, 5, 2, 3, 4).flops("forward") == 5 * (2 * 2 * 11 * 8 + 2 * 2 * 8 * 4)
@@ -19,8 +19,22 @@ def test_flop_count_matches_hand_count():
 
 @pytest.mark.standard_promotion  # optax.adam in the train step
 def test_tiny_sweep_writes_json_and_plot(tmp_path, capsys):
-  rc = bench.main(["--cells", "gru", "--hidden", "8", "--lengths", "4,8", "--modes", "forward,train",
-                   "--repeats", "2", "--out", str(tmp_path)])
+  rc = bench.main(
+    [
+      "--cells",
+      "gru",
+      "--hidden",
+      "8",
+      "--lengths",
+      "4,8",
+      "--modes",
+      "forward,train",
+      "--repeats",
+      "2",
+      "--out",
+      str(tmp_path),
+    ]
+  )
   assert rc == 0
   (js,) = tmp_path.glob("*.json")
   result = json.loads(js.read_text())
@@ -30,8 +44,9 @@ def test_tiny_sweep_writes_json_and_plot(tmp_path, capsys):
     for lib in ("jrnn", "flax", "torch"):
       r = row["results"][lib]
       assert len(r["times_s"]) == 2 and r["median_s"] > 0
-      assert r["gflops"] == pytest.approx(bench.Config(row["cell"], 8, row["length"]).flops(row["mode"])
-                                          / r["median_s"] / 1e9)
+      assert r["gflops"] == pytest.approx(
+        bench.Config(row["cell"], 8, row["length"]).flops(row["mode"]) / r["median_s"] / 1e9
+      )
   assert (tmp_path / js.name.replace(".json", ".png")).stat().st_size > 10_000
   out = capsys.readouterr().out
   assert out.count("jrnn/flax") == 4 and out.count("jrnn/torch") == 4
@@ -45,6 +60,7 @@ def test_bad_flags_exit_2(capsys):
 
 def test_cli_dispatches_bench(capsys):
   from jrnn.apps import cli
+
   with pytest.raises(SystemExit) as e:
     cli.main(["bench", "--lengths", "16,x"])
   assert e.value.code == 2 and "comma-separated integers" in capsys.readouterr().err
@@ -54,7 +70,10 @@ def test_cli_dispatches_bench(capsys):
 @pytest.mark.parametrize("mode", ["forward", "train"])
 @pytest.mark.parametrize("variant", ["jrnn_hoisted", "jrnn_perstep", "jrnn_fused"])
 def test_jrnn_variants_compute_what_jrnn_computes(cell, mode, variant):
-  """Every jrnn variant of the benchmark (one option changed) is the same function as the default (only faster or slower)."""
+  """Every jrnn variant of the benchmark (one option changed) is the same function as the default.
+
+  Only faster or slower.
+  """
   cfg = bench.Config(cell, 8, 5, batch=2, input_size=3, output_size=4)
   (_, (fa, aa)), (_, (fb, ab)) = bench._jrnn_fns(cfg, mode), bench.LIBRARIES[variant](cfg, mode)
   with jax.numpy_dtype_promotion("standard"):  # optax.adam in the train step
@@ -75,8 +94,21 @@ def test_hidden_and_lengths_defaults_depend_on_the_run():
 
 @pytest.mark.standard_promotion  # optax.adam in the train step
 def test_remat_study_runs_at_each_of_lengths(tmp_path, capsys):
-  rc = bench.main(["--remat-study", "--cells", "gru", "--hidden", "64,256,1024", "--lengths", "6,8",
-                   "--batch", "2", "--out", str(tmp_path)])
+  rc = bench.main(
+    [
+      "--remat-study",
+      "--cells",
+      "gru",
+      "--hidden",
+      "64,256,1024",
+      "--lengths",
+      "6,8",
+      "--batch",
+      "2",
+      "--out",
+      str(tmp_path),
+    ]
+  )
   assert rc == 0
   paths = sorted((tmp_path / "remat").glob("*.json"))
   assert [p.name.rsplit("-", 1)[1] for p in paths] == ["T6.json", "T8.json"]

@@ -15,8 +15,20 @@ from jrnn.apps import run
 
 pytestmark = pytest.mark.standard_promotion  # optax's Adam is not strict-promotion clean
 
-ADDING = ["train", "--task", "adding", "--hidden", "6", "--batch", "8", "--seq-len", "6", "--eval-every", "3",
-          "--no-progress"]
+ADDING = [
+  "train",
+  "--task",
+  "adding",
+  "--hidden",
+  "6",
+  "--batch",
+  "8",
+  "--seq-len",
+  "6",
+  "--eval-every",
+  "3",
+  "--no-progress",
+]
 
 
 def _params(directory, step=None):
@@ -49,12 +61,15 @@ def test_train_writes_checkpoints_history_and_plot(adding_run, capsys):
 def test_resume_from_the_command_line_is_bit_identical(adding_run, tmp_path, capsys):
   d = str(tmp_path / "run")
   assert cli.main(ADDING + ["--steps", "3", "--checkpoint-dir", d]) == 0
-  assert cli.main(["train", "--task", "adding", "--steps", "6", "--checkpoint-dir", d, "--resume",
-                   "--no-progress"]) == 0
+  assert (
+    cli.main(["train", "--task", "adding", "--steps", "6", "--checkpoint-dir", d, "--resume", "--no-progress"]) == 0
+  )
   out = capsys.readouterr().out
   assert "resumed" in out and "baseline predict 1" in out
   a, b = _params(adding_run), _params(d)
-  for x, y in zip(jax.tree_util.tree_leaves((a.params, a.opt_state)), jax.tree_util.tree_leaves((b.params, b.opt_state))):
+  for x, y in zip(
+    jax.tree_util.tree_leaves((a.params, a.opt_state)), jax.tree_util.tree_leaves((b.params, b.opt_state))
+  ):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   with open(os.path.join(d, "history.json")) as f:
     assert json.load(f)["step"] == list(range(6))  # the resumed run's history includes the first part
@@ -62,12 +77,37 @@ def test_resume_from_the_command_line_is_bit_identical(adding_run, tmp_path, cap
 
 def test_chars_train_then_generate(tmp_path, capsys):
   d = str(tmp_path / "chars")
-  assert cli.main(["train", "--task", "chars", "--cell", "gru", "--hidden", "8", "--batch", "4", "--seq-len", "8",
-                   "--steps", "4", "--checkpoint-dir", d, "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--task",
+        "chars",
+        "--cell",
+        "gru",
+        "--hidden",
+        "8",
+        "--batch",
+        "4",
+        "--seq-len",
+        "8",
+        "--steps",
+        "4",
+        "--checkpoint-dir",
+        d,
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   out = capsys.readouterr().out
   assert "bigram (add-one)" in out and "uniform (ln " in out and "nats/char" in out and "sample" in out
-  assert cli.main(["generate", "--checkpoint-dir", d, "--prime", "def ", "--length", "40",
-                   "--temperature", "0.5", "--seed", "3"]) == 0
+  assert (
+    cli.main(
+      ["generate", "--checkpoint-dir", d, "--prime", "def ", "--length", "40", "--temperature", "0.5", "--seed", "3"]
+    )
+    == 0
+  )
   text = capsys.readouterr().out
   assert text.startswith("def ") and len(text) == len("def ") + 40 + 1  # and the newline of print
   vocab = checkpoint.read_metadata(d)["vocab"]
@@ -81,7 +121,9 @@ def _bad(argv, capsys, match):
   assert match in err, err
 
 
-@pytest.mark.parametrize("argv, match", [
+@pytest.mark.parametrize(
+  "argv, match",
+  [
     (["train", "--task", "adding", "--steps", "0"], "--steps must be a positive integer"),
     (["train", "--task", "adding", "--lr", "-1"], "--lr must be a positive number"),
     (["train", "--task", "bogus"], "invalid choice: 'bogus'"),
@@ -92,7 +134,8 @@ def _bad(argv, capsys, match):
     (["fly"], "invalid choice: 'fly'"),
     (["train", "--task", "adding", "--seed", "-1"], "--seed must be a non-negative integer"),
     (["train", "--task", "chars", "--batch", "1000000"], "too few for 1000000 streams"),
-])
+  ],
+)
 def test_bad_flags_exit_2_with_one_line(argv, match, capsys):
   _bad(argv, capsys, match)
 
@@ -101,22 +144,45 @@ def test_impossible_combinations_exit_2(adding_run, tmp_path, capsys, monkeypatc
   empty = str(tmp_path / "empty")
   _bad(["train", "--task", "adding", "--resume", "--checkpoint-dir", empty], capsys, "no checkpoint to resume")
   _bad(["train", "--task", "adding", "--checkpoint-dir", adding_run], capsys, "already has a checkpoint (step 6)")
-  _bad(["train", "--task", "adding", "--resume", "--steps", "6", "--checkpoint-dir", adding_run], capsys,
-       "already at step 6")
-  _bad(["train", "--task", "adding", "--resume", "--steps", "9", "--hidden", "7", "--checkpoint-dir", adding_run],
-       capsys, "--hidden 7 differs from the checkpoint's 6")
+  _bad(
+    ["train", "--task", "adding", "--resume", "--steps", "6", "--checkpoint-dir", adding_run],
+    capsys,
+    "already at step 6",
+  )
+  _bad(
+    ["train", "--task", "adding", "--resume", "--steps", "9", "--hidden", "7", "--checkpoint-dir", adding_run],
+    capsys,
+    "--hidden 7 differs from the checkpoint's 6",
+  )
   _bad(["generate", "--checkpoint-dir", adding_run], capsys, "needs a chars checkpoint")
   _bad(["generate", "--checkpoint-dir", empty], capsys, "no checkpoint found")
   _bad(["generate", "--checkpoint-dir", adding_run, "--temperature", "0"], capsys, "--temperature must be positive")
   monkeypatch.setitem(sys.modules, "statsmodels.datasets", None)  # as if statsmodels were not installed
-  _bad(["train", "--task", "sunspots", "--checkpoint-dir", str(tmp_path / "sun")], capsys,
-       "pip install 'jrnn[data]'")
+  _bad(["train", "--task", "sunspots", "--checkpoint-dir", str(tmp_path / "sun")], capsys, "pip install 'jrnn[data]'")
 
 
 def test_divergence_is_one_line_and_exit_1(tmp_path, capsys):
   d = str(tmp_path / "nan")
-  argv = ["train", "--task", "adding", "--hidden", "6", "--batch", "8", "--seq-len", "6", "--optimizer", "sgd",
-          "--lr", "1e30", "--steps", "10", "--checkpoint-dir", d, "--no-progress"]
+  argv = [
+    "train",
+    "--task",
+    "adding",
+    "--hidden",
+    "6",
+    "--batch",
+    "8",
+    "--seq-len",
+    "6",
+    "--optimizer",
+    "sgd",
+    "--lr",
+    "1e30",
+    "--steps",
+    "10",
+    "--checkpoint-dir",
+    d,
+    "--no-progress",
+  ]
   assert cli.main(argv) == 1
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and "training diverged: loss inf" in err and "no checkpoint was written" in err
@@ -125,9 +191,25 @@ def test_divergence_is_one_line_and_exit_1(tmp_path, capsys):
 
 def test_python_dash_m_jrnn(tmp_path):
   env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  proc = subprocess.run([sys.executable, "-m", "jrnn", "train", "--task", "dogs", "--steps", "30",
-                         "--checkpoint-dir", str(tmp_path / "dogs"), "--no-progress"],
-                        capture_output=True, text=True, env=env, timeout=300)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "jrnn",
+      "train",
+      "--task",
+      "dogs",
+      "--steps",
+      "30",
+      "--checkpoint-dir",
+      str(tmp_path / "dogs"),
+      "--no-progress",
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr
   assert "final loss" in proc.stdout and "baseline uniform (ln 4): 1.3863" in proc.stdout
   assert checkpoint.latest_step(str(tmp_path / "dogs")) == 30
@@ -135,35 +217,70 @@ def test_python_dash_m_jrnn(tmp_path):
 
 def test_sequence_options_are_flags_saved_in_the_config(tmp_path, capsys):
   d = str(tmp_path / "dogs")
-  assert cli.main(["train", "--task", "dogs", "--steps", "4", "--remat", "step", "--projection", "hoisted",
-                   "--scan", "sequential", "--checkpoint-dir", d, "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--task",
+        "dogs",
+        "--steps",
+        "4",
+        "--remat",
+        "step",
+        "--projection",
+        "hoisted",
+        "--scan",
+        "sequential",
+        "--checkpoint-dir",
+        d,
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   assert "sequence options: scan=sequential, projection=hoisted, remat=step" in capsys.readouterr().out
   config = checkpoint.read_metadata(d)["config"]
-  assert (config["scan"], config["projection"], config["remat"], config["vjp"]) == \
-      ("sequential", "hoisted", "step", "autodiff")
-  assert cli.main(["train", "--task", "dogs", "--steps", "6", "--resume", "--remat", "step", "--checkpoint-dir", d,
-                   "--no-progress"]) == 0  # the same value again is no change
+  assert (config["scan"], config["projection"], config["remat"], config["vjp"]) == (
+    "sequential",
+    "hoisted",
+    "step",
+    "autodiff",
+  )
+  assert (
+    cli.main(
+      ["train", "--task", "dogs", "--steps", "6", "--resume", "--remat", "step", "--checkpoint-dir", d, "--no-progress"]
+    )
+    == 0
+  )  # the same value again is no change
   assert checkpoint.read_metadata(d)["config"]["remat"] == "step"
-  _bad(["train", "--task", "dogs", "--steps", "8", "--resume", "--remat", "none", "--checkpoint-dir", d], capsys,
-       "--remat none differs from the checkpoint's step")
+  _bad(
+    ["train", "--task", "dogs", "--steps", "8", "--resume", "--remat", "none", "--checkpoint-dir", d],
+    capsys,
+    "--remat none differs from the checkpoint's step",
+  )
   k = str(tmp_path / "chunks")
-  assert cli.main(["train", "--task", "dogs", "--steps", "2", "--remat", "2", "--checkpoint-dir", k,
-                   "--no-progress"]) == 0
+  assert (
+    cli.main(["train", "--task", "dogs", "--steps", "2", "--remat", "2", "--checkpoint-dir", k, "--no-progress"]) == 0
+  )
   assert checkpoint.read_metadata(k)["config"]["remat"] == 2
   f = str(tmp_path / "fused")
-  assert cli.main(["train", "--task", "dogs", "--steps", "2", "--vjp", "fused", "--checkpoint-dir", f,
-                   "--no-progress"]) == 0
+  assert (
+    cli.main(["train", "--task", "dogs", "--steps", "2", "--vjp", "fused", "--checkpoint-dir", f, "--no-progress"]) == 0
+  )
   assert checkpoint.read_metadata(f)["config"]["vjp"] == "fused"
 
 
-@pytest.mark.parametrize("argv, match", [
+@pytest.mark.parametrize(
+  "argv, match",
+  [
     (["--remat", "x"], "argument --remat: must be none, step, sqrt or a positive integer"),
     (["--remat", "0"], "argument --remat: must be none, step, sqrt or a positive integer"),
     (["--scan", "parallel"], "invalid choice: 'parallel'"),
     (["--projection", "early"], "invalid choice: 'early'"),
     (["--vjp", "manual"], "invalid choice: 'manual'"),
     (["--scan", "associative"], "--cell lstm cannot run with these sequence options"),
-])
+  ],
+)
 def test_bad_sequence_options_exit_2_with_one_line(argv, match, tmp_path, capsys):
   _bad(["train", "--task", "adding", "--checkpoint-dir", str(tmp_path / "run")] + argv, capsys, match)
 
@@ -177,8 +294,15 @@ def test_checkpoints_saved_before_the_sequence_options_resume(tmp_path, capsys):
   old = {k: v for k, v in config.items() if k not in experiments.OPTION_DEFAULTS}
   _, state, _ = run.setup_run(old)
   checkpoint.save(d, state._replace(step=3), metadata={"config": old})
-  _bad(["train", "--task", "dogs", "--steps", "5", "--resume", "--remat", "step", "--checkpoint-dir", d], capsys,
-       "--remat step differs from the checkpoint's none")
-  assert cli.main(["train", "--task", "dogs", "--steps", "5", "--resume", "--remat", "none", "--checkpoint-dir", d,
-                   "--no-progress"]) == 0
+  _bad(
+    ["train", "--task", "dogs", "--steps", "5", "--resume", "--remat", "step", "--checkpoint-dir", d],
+    capsys,
+    "--remat step differs from the checkpoint's none",
+  )
+  assert (
+    cli.main(
+      ["train", "--task", "dogs", "--steps", "5", "--resume", "--remat", "none", "--checkpoint-dir", d, "--no-progress"]
+    )
+    == 0
+  )
   assert checkpoint.latest_step(d) == 5

@@ -14,14 +14,15 @@ from jrnn.apps import experiments
 pytestmark = pytest.mark.standard_promotion  # optax's Adam is not strict-promotion clean
 
 TINY = {
-    "dogs": dict(hidden=3, batch=1, seq_len=3, lr=0.05),
-    "copy": dict(hidden=16, batch=16, seq_len=3, lr=0.01),
-    "chars": dict(hidden=32, batch=8, seq_len=16, lr=0.01),
-    "sunspots": dict(hidden=8, batch=16, seq_len=10, lr=0.01),
+  "dogs": dict(hidden=3, batch=1, seq_len=3, lr=0.05),
+  "copy": dict(hidden=16, batch=16, seq_len=3, lr=0.01),
+  "chars": dict(hidden=32, batch=8, seq_len=16, lr=0.01),
+  "sunspots": dict(hidden=8, batch=16, seq_len=10, lr=0.01),
 }
 
 
-def _train(config, steps, key=jax.random.key(0)):
+def _train(config, steps, key=None):
+  key = jax.random.key(0) if key is None else key
   config = experiments.resolve(dict(config, steps=steps))
   k_init, k_data = jax.random.split(key)
   exp = experiments.build(config, k_data)
@@ -39,8 +40,7 @@ def test_metric_falls_on_every_task(task):
     pytest.importorskip("statsmodels")
   exp, params, opt, step, carry = _train(dict(TINY[task], task=task), 40)
   before = exp.evaluate(params, False)[exp.metric]
-  out = train.fit(step, params, opt.init(params), exp.batch_fn, steps=40, carry=carry, progress=False,
-                  verbose=False)
+  out = train.fit(step, params, opt.init(params), exp.batch_fn, steps=40, carry=carry, progress=False, verbose=False)
   after = exp.evaluate(out.params, False)[exp.metric]
   assert after < 0.8 * before, (task, before, after)
   if task in ("dogs", "chars"):  # below chance
@@ -55,8 +55,9 @@ def test_lstm_solves_the_adding_problem_at_t30():
   assert abs(base - 1 / 6) < 0.02  # the baseline, computed on the 1,000 test sequences
   opt_state, mse, done = opt.init(params), math.inf, 0
   while done < 600 and mse >= 0.01:  # stop as soon as it is solved
-    out = train.fit(step, params, opt_state, exp.batch_fn, steps=done + 100, start_step=done, progress=False,
-                    verbose=False)
+    out = train.fit(
+      step, params, opt_state, exp.batch_fn, steps=done + 100, start_step=done, progress=False, verbose=False
+    )
     params, opt_state, done = out.params, out.opt_state, done + 100
     mse = exp.evaluate(params, True)["test_mse"]
   assert mse < 0.01, f"test MSE {mse:.4f} after {done} steps (baseline {base:.3f})"
@@ -108,12 +109,15 @@ def _primitives(jaxpr, found=None):
 
 
 @pytest.mark.parametrize("task", ["adding", "chars"])  # many-to-one; stateful many-to-many
-@pytest.mark.parametrize("options, wanted", [
+@pytest.mark.parametrize(
+  "options, wanted",
+  [
     ({}, None),
     ({"remat": "step"}, "remat"),
     ({"remat": 2}, "remat"),
     ({"vjp": "fused"}, "custom_vjp"),
-])
+  ],
+)
 def test_sequence_options_reach_the_scan(task, options, wanted):
   loss_fn, params, batch = _loss_and_args(task, **options)
   names = _primitives(jax.make_jaxpr(loss_fn)(params, batch).jaxpr)
@@ -124,8 +128,13 @@ def test_sequence_options_reach_the_scan(task, options, wanted):
     assert found == ({wanted} if wanted else set()), names
 
 
-@pytest.mark.parametrize("options", [dict(scan="sequential", projection="hoisted", remat="sqrt", vjp="autodiff"),
-                                     dict(scan="auto", projection="per_step", remat="none", vjp="fused")])
+@pytest.mark.parametrize(
+  "options",
+  [
+    dict(scan="sequential", projection="hoisted", remat="sqrt", vjp="autodiff"),
+    dict(scan="auto", projection="per_step", remat="none", vjp="fused"),
+  ],
+)
 def test_every_option_is_passed_to_unroll_batch_and_leaves_the_loss_unchanged(options, monkeypatch):
   import jrnn
 
@@ -146,12 +155,17 @@ def test_every_option_is_passed_to_unroll_batch_and_leaves_the_loss_unchanged(op
 
 
 def test_options_resolve_to_defaults_and_bad_ones_are_config_errors():
-  assert {k: experiments.resolve({"task": "adding"})[k] for k in experiments.OPTION_DEFAULTS} == \
-      experiments.OPTION_DEFAULTS
+  assert {
+    k: experiments.resolve({"task": "adding"})[k] for k in experiments.OPTION_DEFAULTS
+  } == experiments.OPTION_DEFAULTS
   assert experiments.sequence_options({"task": "adding"})["remat"] is None  # a config saved before the options
-  for bad, match in (({"remat": 0}, "--remat must be"), ({"remat": "x"}, "--remat must be"),
-                     ({"scan": "parallel"}, "--scan must be"), ({"vjp": "manual"}, "--vjp must be"),
-                     ({"projection": "early"}, "--projection must be")):
+  for bad, match in (
+    ({"remat": 0}, "--remat must be"),
+    ({"remat": "x"}, "--remat must be"),
+    ({"scan": "parallel"}, "--scan must be"),
+    ({"vjp": "manual"}, "--vjp must be"),
+    ({"projection": "early"}, "--projection must be"),
+  ):
     with pytest.raises(experiments.ConfigError, match=match):
       experiments.resolve(dict(task="adding", **bad))
   with pytest.raises(experiments.ConfigError, match="--cell lstm cannot run .*associative"):

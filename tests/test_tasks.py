@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 import jrnn
-from jrnn.tasks import adding, adding_baseline, chars, copy, copy_baseline, sunspots
+from jrnn.tasks import adding
+from jrnn.tasks import adding_baseline
+from jrnn.tasks import chars
+from jrnn.tasks import copy
+from jrnn.tasks import copy_baseline
+from jrnn.tasks import sunspots
 
 
 def test_adding_targets_are_the_sum_of_the_marked_values():
@@ -44,8 +49,9 @@ def test_copy_sequences_follow_arjovsky_et_al(blanks):
   np.testing.assert_array_equal(np.argmax(np.asarray(data.xs), -1), tokens)
   symbols = tokens[:, :10]
   assert symbols.min() >= 1 and symbols.max() <= 8
-  expected_input = np.concatenate([symbols, np.zeros((16, blanks - 1), int), np.full((16, 1), 9),
-                                   np.zeros((16, 10), int)], axis=1)
+  expected_input = np.concatenate(
+    [symbols, np.zeros((16, blanks - 1), int), np.full((16, 1), 9), np.zeros((16, 10), int)], axis=1
+  )
   np.testing.assert_array_equal(tokens, expected_input)
   np.testing.assert_array_equal(labels, np.concatenate([np.zeros((16, blanks + 10), int), symbols], axis=1))
 
@@ -57,8 +63,8 @@ def test_copy_baseline_is_the_memoryless_strategy(blanks):
   labels = np.asarray(data.labels)
   L = blanks + 20
   probs = np.zeros((L, 10))
-  probs[:blanks + 10, 0] = 1.0  # blanks where the output is always blank
-  probs[blanks + 10:, 1:9] = 1.0 / 8  # a uniform guess over the 8 symbols
+  probs[: blanks + 10, 0] = 1.0  # blanks where the output is always blank
+  probs[blanks + 10 :, 1:9] = 1.0 / 8  # a uniform guess over the 8 symbols
   ce = -np.mean(np.log(probs[np.arange(L)[None, :], labels]))
   np.testing.assert_allclose(copy_baseline(blanks), ce, rtol=1e-12)
   assert copy_baseline(100) == pytest.approx(10 * math.log(8) / 120)
@@ -90,8 +96,7 @@ def test_bigram_baseline_against_a_counting_loop():
     row = sum(n for (a, _), n in counts.items() if a == prev)
     total -= math.log((counts.get((prev, c), 0) + 1) / (row + V))
     prev = c
-  np.testing.assert_allclose(chars.bigram_baseline(data.train, data.valid, V), total / len(data.valid),
-                             rtol=1e-12)
+  np.testing.assert_allclose(chars.bigram_baseline(data.train, data.valid, V), total / len(data.valid), rtol=1e-12)
   assert chars.uniform_baseline(V) == pytest.approx(math.log(V))
 
 
@@ -112,8 +117,9 @@ def test_generate_at_low_temperature_is_greedy_decoding(key):
   params, hp = cell.init(kc, 5), head.init(kh, 8)
   text = chars.generate(cell, params, head, hp, vocab, "ab", 12, jax.random.key(1), temperature=1e-4)
   carry, _ = jrnn.unroll(cell, params, jax.nn.one_hot(jnp.array([0]), 5, dtype=jnp.float32))
-  _, _, fed = jrnn.one_to_many(cell, params, head, hp, jax.nn.one_hot(1, 5, dtype=jnp.float32), 12, carry,
-                               feedback="argmax")
+  _, _, fed = jrnn.one_to_many(
+    cell, params, head, hp, jax.nn.one_hot(1, 5, dtype=jnp.float32), 12, carry, feedback="argmax"
+  )
   assert text == chars.decode(np.argmax(np.asarray(fed), -1), vocab)
   sample = chars.generate(cell, params, head, hp, vocab, "a", 30, jax.random.key(1))
   assert len(sample) == 30 and set(sample) <= set(vocab)
@@ -142,8 +148,11 @@ def test_sunspots_bundled_series():
   data = sunspots.sunspots(20)
   assert data.years[-1] == 2008 and len(data.test_ys) == 309 - 247
   raw = values[246:]  # the year before each test target, then the targets
-  np.testing.assert_allclose(sunspots.persistence_baseline(data.test_xs, data.test_ys),
-                             np.mean((raw[:-1] - raw[1:]) ** 2) / data.std ** 2, rtol=1e-5)
+  np.testing.assert_allclose(
+    sunspots.persistence_baseline(data.test_xs, data.test_ys),
+    np.mean((raw[:-1] - raw[1:]) ** 2) / data.std**2,
+    rtol=1e-5,
+  )
 
 
 def test_submodules_are_modules_and_task_names_are_functions():

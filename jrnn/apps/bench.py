@@ -27,7 +27,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +63,7 @@ def _data(cfg: Config, seed: int = 0):
 
 
 # --- jrnn --------------------------------------------------------------------------------------
+
 
 def _jrnn_fns(cfg: Config, mode: str, unroll: int = 1, **options):
   """jrnn's cell + linear head on the batch, ``jrnn.unroll_batch(..., **options)``."""
@@ -103,8 +104,10 @@ def _jax_fns(forward, params, cfg, mode):
 
 # --- flax --------------------------------------------------------------------------------------
 
+
 def _flax_fns(cfg: Config, mode: str, unroll: int = 1):
   import flax.linen as nn
+
   cell_cls = {"elman": nn.SimpleCell, "gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}[cfg.cell]
 
   class Model(nn.Module):
@@ -120,9 +123,11 @@ def _flax_fns(cfg: Config, mode: str, unroll: int = 1):
 
 # --- torch -------------------------------------------------------------------------------------
 
+
 def _torch_fns(cfg: Config, mode: str, unroll: int = 1):
   del unroll
   import torch
+
   device = "cuda" if torch.cuda.is_available() and jax.default_backend() == "gpu" else "cpu"
   torch.manual_seed(0)
   rnn_cls = {"elman": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cfg.cell]
@@ -131,33 +136,36 @@ def _torch_fns(cfg: Config, mode: str, unroll: int = 1):
   xs, ys = (torch.from_numpy(a).to(device) for a in _data(cfg))
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
   if mode == "forward":
-    def call():
+
+    def infer():
       with torch.no_grad():
         out = head(rnn(xs)[0])
       sync()
       return out
-  else:
-    params = list(rnn.parameters()) + list(head.parameters())
-    opt = torch.optim.Adam(params, lr=1e-3)
 
-    def call():
-      opt.zero_grad(set_to_none=True)
-      loss = torch.mean((head(rnn(xs)[0]) - ys) ** 2)
-      loss.backward()
-      opt.step()
-      sync()
-      return loss
-  return call, None
+    return infer, None
+  params = list(rnn.parameters()) + list(head.parameters())
+  opt = torch.optim.Adam(params, lr=1e-3)
+
+  def train_step():
+    opt.zero_grad(set_to_none=True)
+    loss = torch.mean((head(rnn(xs)[0]) - ys) ** 2)
+    loss.backward()
+    opt.step()
+    sync()
+    return loss
+
+  return train_step, None
 
 
 # jrnn with the defaults, and variants with one option changed (levers under measurement, NOTES.md).
 LIBRARIES: dict[str, Callable] = {
-    "jrnn": _jrnn_fns,
-    "jrnn_hoisted": functools.partial(_jrnn_fns, projection="hoisted"),
-    "jrnn_perstep": functools.partial(_jrnn_fns, projection="per_step"),
-    "jrnn_fused": functools.partial(_jrnn_fns, vjp="fused"),
-    "flax": _flax_fns,
-    "torch": _torch_fns,
+  "jrnn": _jrnn_fns,
+  "jrnn_hoisted": functools.partial(_jrnn_fns, projection="hoisted"),
+  "jrnn_perstep": functools.partial(_jrnn_fns, projection="per_step"),
+  "jrnn_fused": functools.partial(_jrnn_fns, vjp="fused"),
+  "flax": _flax_fns,
+  "torch": _torch_fns,
 }
 
 
@@ -171,7 +179,7 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
     t0 = time.perf_counter()
     jax.block_until_ready(f(a))
     times.append(time.perf_counter() - t0)
-  return 2 * n ** 3 / min(times) / 1e9
+  return 2 * n**3 / min(times) / 1e9
 
 
 def _memory_bytes(lowered):
@@ -185,8 +193,9 @@ def _memory_bytes(lowered):
     return None
 
 
-def bench_config(cfg: Config, mode: str, libs: Sequence[str], repeats: int, warmup: int, unroll: int = 1,
-                 budget_s: float = 60.0):
+def bench_config(
+  cfg: Config, mode: str, libs: Sequence[str], repeats: int, warmup: int, unroll: int = 1, budget_s: float = 60.0
+):
   """Times one config for every library, interleaved; returns {lib: stats}."""
   calls, results = {}, {}
   for lib in libs:
@@ -209,7 +218,7 @@ def bench_config(cfg: Config, mode: str, libs: Sequence[str], repeats: int, warm
       t0 = time.perf_counter()
       calls[lib]()
       results[lib]["times_s"].append(time.perf_counter() - t0)
-  for lib, r in results.items():
+  for r in results.values():
     t = sorted(r["times_s"])
     r["median_s"] = statistics.median(t)
     r["iqr_s"] = t[(3 * len(t)) // 4] - t[len(t) // 4]
@@ -235,6 +244,8 @@ def remat_study(cell="lstm", hidden=128, length=16384, batch=32, repeats=3, log=
   out = {}
   for name, (call, (fn, args)) in fns.items():
     stats = fn.lower(*args).compile().memory_analysis()
+    if stats is None:
+      raise RuntimeError(f"the remat study needs XLA's memory analysis, which {jax.default_backend()} does not give")
     out[name] = {"temp_bytes": int(stats.temp_size_in_bytes), "times_s": []}
     call()
   for _ in range(repeats):
@@ -247,22 +258,32 @@ def remat_study(cell="lstm", hidden=128, length=16384, batch=32, repeats=3, log=
     r["median_s"] = statistics.median(r["times_s"])
     r["memory_ratio"] = base["temp_bytes"] / r["temp_bytes"]
     r["time_ratio"] = r["median_s"] / base["median_s"]
-    log(f"remat={name:>4} {cell} H={hidden} T={length} B={batch}: temp {r['temp_bytes'] / 2**20:9.1f} MiB "
-        f"(none/this {r['memory_ratio']:5.2f}x), step {r['median_s']:7.2f} s (this/none {r['time_ratio']:4.2f}x)")
+    log(
+      f"remat={name:>4} {cell} H={hidden} T={length} B={batch}: temp {r['temp_bytes'] / 2**20:9.1f} MiB "
+      f"(none/this {r['memory_ratio']:5.2f}x), step {r['median_s']:7.2f} s (this/none {r['time_ratio']:4.2f}x)"
+    )
   return {"environment": environment(), "config": dataclasses.asdict(cfg), "remat": out}
 
 
 def environment() -> dict:
-  env = {"jax": jax.__version__, "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
-         "platform": platform.platform(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
-         "date": datetime.date.today().isoformat()}
+  env = {
+    "jax": jax.__version__,
+    "device": str(jax.devices()[0].device_kind),
+    "backend": jax.default_backend(),
+    "platform": platform.platform(),
+    "cpu_count": os.cpu_count(),
+    "python": platform.python_version(),
+    "date": datetime.date.today().isoformat(),
+  }
   try:
     import flax
+
     env["flax"] = flax.__version__
   except ImportError:
     pass
   try:
     import torch
+
     env["torch"] = torch.__version__
     env["torch_threads"] = torch.get_num_threads()
   except ImportError:
@@ -270,9 +291,20 @@ def environment() -> dict:
   return env
 
 
-def sweep(cells=("elman", "gru", "lstm"), hidden=(64, 256, 1024), lengths=(16, 128, 1024, 4096),
-          modes=("forward", "train"), libs=("jrnn", "flax", "torch"), batch=32, io=32, repeats=7, warmup=2,
-          unroll=1, log=print, skip=()):
+def sweep(
+  cells=("elman", "gru", "lstm"),
+  hidden=(64, 256, 1024),
+  lengths=(16, 128, 1024, 4096),
+  modes=("forward", "train"),
+  libs=("jrnn", "flax", "torch"),
+  batch=32,
+  io=32,
+  repeats=7,
+  warmup=2,
+  unroll=1,
+  log=print,
+  skip=(),
+):
   """Runs the grid; returns a JSON-ready dict with the environment, the peak and every row.
 
   ``skip``: ``(H, T)`` pairs left out (recorded in the result).
@@ -289,8 +321,13 @@ def sweep(cells=("elman", "gru", "lstm"), hidden=(64, 256, 1024), lengths=(16, 1
           res = bench_config(cfg, mode, libs, repeats, warmup, unroll)
           rows.append({"mode": mode, **dataclasses.asdict(cfg), "results": res})
           log(format_row(rows[-1], libs, peak))
-  return {"environment": environment(), "matmul_peak_gflops": peak, "unroll": unroll, "rows": rows,
-          "skipped": [list(hw) for hw in skip]}
+  return {
+    "environment": environment(),
+    "matmul_peak_gflops": peak,
+    "unroll": unroll,
+    "rows": rows,
+    "skipped": [list(hw) for hw in skip],
+  }
 
 
 def format_row(row, libs, peak):
@@ -308,14 +345,15 @@ def format_row(row, libs, peak):
 def plot(result: dict, path: str):
   """Time vs T (log-log), one panel per (mode, cell), one line per (library, H)."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   rows = result["rows"]
   modes = sorted({r["mode"] for r in rows})
   cells = [c for c in GATES if any(r["cell"] == c for r in rows)]
   fig, axes = plt.subplots(len(modes), len(cells), figsize=(4.5 * len(cells), 3.6 * len(modes)), squeeze=False)
-  styles = {"jrnn": "-", "jrnn_hoisted": "-.", "jrnn_perstep": "-.", "jrnn_fused": "-.", "flax": "--",
-            "torch": ":"}
+  styles = {"jrnn": "-", "jrnn_hoisted": "-.", "jrnn_perstep": "-.", "jrnn_fused": "-.", "flax": "--", "torch": ":"}
   for i, mode in enumerate(modes):
     for j, cell in enumerate(cells):
       ax = axes[i][j]
@@ -323,8 +361,14 @@ def plot(result: dict, path: str):
       for H in sorted({r["hidden"] for r in sub}):
         pts = sorted((r["length"], r["results"]) for r in sub if r["hidden"] == H)
         for lib in pts[0][1]:
-          ax.plot([t for t, _ in pts], [res[lib]["median_s"] * 1e3 for _, res in pts], styles.get(lib, "-"),
-                  marker="o", ms=3, label=f"{lib} H={H}")
+          ax.plot(
+            [t for t, _ in pts],
+            [res[lib]["median_s"] * 1e3 for _, res in pts],
+            styles.get(lib, "-"),
+            marker="o",
+            ms=3,
+            label=f"{lib} H={H}",
+          )
       ax.set_xscale("log")
       ax.set_yscale("log")
       ax.set_title(f"{cell}, {mode}")
@@ -347,17 +391,27 @@ REMAT_STUDY = {"hidden": (128,), "lengths": (16384,)}
 
 def _parser():
   import argparse
+
   p = argparse.ArgumentParser(prog="jrnn bench", description="jrnn vs Flax vs PyTorch across sequence lengths.")
-  p.add_argument("--quick", action="store_true",
-                 help=f"a small grid that finishes in a few minutes on 2 CPU cores (--hidden "
-                      f"{_csv(QUICK['hidden'])} --lengths {_csv(QUICK['lengths'])} unless given)")
+  p.add_argument(
+    "--quick",
+    action="store_true",
+    help=f"a small grid that finishes in a few minutes on 2 CPU cores (--hidden "
+    f"{_csv(QUICK['hidden'])} --lengths {_csv(QUICK['lengths'])} unless given)",
+  )
   p.add_argument("--cells", default="elman,gru,lstm")
-  p.add_argument("--hidden", default=None,
-                 help=f"hidden sizes, comma-separated (default {_csv(GRID['hidden'])}; "
-                      f"{_csv(REMAT_STUDY['hidden'])} for --remat-study)")
-  p.add_argument("--lengths", default=None,
-                 help=f"sequence lengths T, comma-separated (default {_csv(GRID['lengths'])}; "
-                      f"{_csv(REMAT_STUDY['lengths'])} for --remat-study)")
+  p.add_argument(
+    "--hidden",
+    default=None,
+    help=f"hidden sizes, comma-separated (default {_csv(GRID['hidden'])}; "
+    f"{_csv(REMAT_STUDY['hidden'])} for --remat-study)",
+  )
+  p.add_argument(
+    "--lengths",
+    default=None,
+    help=f"sequence lengths T, comma-separated (default {_csv(GRID['lengths'])}; "
+    f"{_csv(REMAT_STUDY['lengths'])} for --remat-study)",
+  )
   p.add_argument("--modes", default="forward,train")
   p.add_argument("--libs", default="jrnn,flax,torch")
   p.add_argument("--batch", type=int, default=32)
@@ -365,10 +419,13 @@ def _parser():
   p.add_argument("--unroll", type=int, default=1)
   p.add_argument("--out", default="benchmarks/results")
   p.add_argument("--skip", default="", help="H:T pairs to leave out, e.g. 1024:4096 (comma-separated)")
-  p.add_argument("--remat-study", action="store_true",
-                 help="instead of the grid: the training step with remat none/step/sqrt (activation memory "
-                      "and time) at each of --lengths (default 16384); the first of --cells and of --hidden "
-                      "and --batch pick the model; one JSON per length in OUT/remat/")
+  p.add_argument(
+    "--remat-study",
+    action="store_true",
+    help="instead of the grid: the training step with remat none/step/sqrt (activation memory "
+    "and time) at each of --lengths (default 16384); the first of --cells and of --hidden "
+    "and --batch pick the model; one JSON per length in OUT/remat/",
+  )
   return p
 
 
@@ -396,8 +453,11 @@ def _parse(argv=None):
   if any(v < 1 for v in a.hidden + a.lengths) or a.batch < 1 or a.repeats < 1:
     p.error("--hidden, --lengths, --batch and --repeats take positive integers")
   a.cells, a.modes, a.libs = tuple(a.cells.split(",")), tuple(a.modes.split(",")), tuple(a.libs.split(","))
-  for name, values, allowed in (("--cells", a.cells, GATES), ("--modes", a.modes, ("forward", "train")),
-                                ("--libs", a.libs, LIBRARIES)):
+  for name, values, allowed in (
+    ("--cells", a.cells, GATES),
+    ("--modes", a.modes, ("forward", "train")),
+    ("--libs", a.libs, LIBRARIES),
+  ):
     bad = [v for v in values if v not in allowed]
     if bad:
       p.error(f"{name}: unknown {bad}; choose from {sorted(allowed)}")
@@ -413,7 +473,7 @@ def _stem(out, env):
 def main(argv=None) -> int:
   a = _parse(argv)
   if a.remat_study:
-    out = os.path.join(a.out, "remat")   # a different schema from the grid's files
+    out = os.path.join(a.out, "remat")  # a different schema from the grid's files
     os.makedirs(out, exist_ok=True)
     for length in a.lengths:
       result = remat_study(a.cells[0], a.hidden[0], length, a.batch, repeats=3)

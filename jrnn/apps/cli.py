@@ -26,10 +26,23 @@ import math
 import os
 import sys
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
-_CONFIG_FLAGS = ("task", "cell", "hidden", "batch", "lr", "optimizer", "seq_len", "seed", "clip_norm",
-                 "scan", "projection", "remat", "vjp")
+_CONFIG_FLAGS = (
+  "task",
+  "cell",
+  "hidden",
+  "batch",
+  "lr",
+  "optimizer",
+  "seq_len",
+  "seed",
+  "clip_norm",
+  "scan",
+  "projection",
+  "remat",
+  "vjp",
+)
 
 
 class UsageError(Exception):
@@ -67,27 +80,42 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument("--batch", type=int, help="sequences per step")
   t.add_argument("--lr", type=float, help="learning rate")
   t.add_argument("--optimizer", choices=("sgd", "adam"))
-  t.add_argument("--seq-len", type=int, help="sequence length (adding: T; copy: blanks T; chars: TBPTT window; "
-                 "sunspots: window of years)")
+  t.add_argument(
+    "--seq-len",
+    type=int,
+    help="sequence length (adding: T; copy: blanks T; chars: TBPTT window; sunspots: window of years)",
+  )
   t.add_argument("--clip-norm", type=float, help="clip gradients to this global norm")
   t.add_argument("--seed", type=int, help="seed of the initial params and the data (default 0)")
-  t.add_argument("--scan", choices=experiments.SCANS,
-                 help="sequential lax.scan, or the associative scan for cells linear in the carry (default auto)")
-  t.add_argument("--projection", choices=experiments.PROJECTIONS,
-                 help="input projection hoisted out of the scan or per step (default auto: by backend)")
-  t.add_argument("--remat", type=_remat, metavar="{none,step,sqrt,K}",
-                 help="gradient checkpointing of the scan: none (default), every step, sqrt(T) chunks or "
-                      "chunks of K steps")
-  t.add_argument("--vjp", choices=experiments.VJPS,
-                 help="backward pass: autodiff through the scan (default) or the fused hand-written BPTT")
-  t.add_argument("--checkpoint-dir", help="where checkpoints, history.json and loss.png go "
-                 "(default runs/TASK)")
+  t.add_argument(
+    "--scan",
+    choices=experiments.SCANS,
+    help="sequential lax.scan, or the associative scan for cells linear in the carry (default auto)",
+  )
+  t.add_argument(
+    "--projection",
+    choices=experiments.PROJECTIONS,
+    help="input projection hoisted out of the scan or per step (default auto: by backend)",
+  )
+  t.add_argument(
+    "--remat",
+    type=_remat,
+    metavar="{none,step,sqrt,K}",
+    help="gradient checkpointing of the scan: none (default), every step, sqrt(T) chunks or chunks of K steps",
+  )
+  t.add_argument(
+    "--vjp",
+    choices=experiments.VJPS,
+    help="backward pass: autodiff through the scan (default) or the fused hand-written BPTT",
+  )
+  t.add_argument("--checkpoint-dir", help="where checkpoints, history.json and loss.png go (default runs/TASK)")
   t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")
   t.add_argument("--eval-every", type=int, help="evaluate every N steps")
   t.add_argument("--save-every", type=int, help="checkpoint every N steps (default: at each evaluation)")
   t.add_argument("--no-progress", action="store_true", help="no progress bar")
-  sub.add_parser("bench", help="time jrnn vs Flax vs PyTorch across sequence lengths (jrnn bench --help)",
-                 add_help=False)
+  sub.add_parser(
+    "bench", help="time jrnn vs Flax vs PyTorch across sequence lengths (jrnn bench --help)", add_help=False
+  )
   g = sub.add_parser("generate", help="sample text from a chars checkpoint")
   g.add_argument("--checkpoint-dir", required=True)
   g.add_argument("--prime", default="\n", help="text the model reads first (default: a newline)")
@@ -118,17 +146,21 @@ def _resolve_train_config(args):
       was = saved.get(k, experiments.OPTION_DEFAULTS.get(k))  # saved before the option existed: its default
       if given[k] is not None and given[k] != was:
         flag = "--" + k.replace("_", "-")
-        raise UsageError(f"--resume: {flag} {given[k]} differs from the checkpoint's {was} "
-                         f"(leave {flag} out to keep it).")
+        raise UsageError(
+          f"--resume: {flag} {given[k]} differs from the checkpoint's {was} (leave {flag} out to keep it)."
+        )
     config = dict(saved)
     config.update({k: v for k, v in given.items() if k in ("steps", "eval_every") and v is not None})
     if config["steps"] <= last:
-      raise UsageError(f"--resume: the checkpoint in {directory} is already at step {last}; "
-                       f"pass --steps larger than {last}.")
+      raise UsageError(
+        f"--resume: the checkpoint in {directory} is already at step {last}; pass --steps larger than {last}."
+      )
   else:
     if last is not None:
-      raise UsageError(f"{directory} already has a checkpoint (step {last}); pass --resume to continue it "
-                       "or choose another --checkpoint-dir.")
+      raise UsageError(
+        f"{directory} already has a checkpoint (step {last}); pass --resume to continue it "
+        "or choose another --checkpoint-dir."
+      )
     config = given
   try:
     config = experiments.resolve(config)
@@ -173,8 +205,10 @@ def cmd_train(args) -> int:
     previous = _previous_history(directory, state.step)
     print(f"resumed {directory} at step {state.step}")
   model = f"{config['cell']}({config['hidden']})"
-  print(f"jrnn train: {model} on {config['task']}, {config['optimizer']} lr={config['lr']}, "
-        f"batch {config['batch']}, seq-len {config['seq_len']}, steps {state.step}->{config['steps']}")
+  print(
+    f"jrnn train: {model} on {config['task']}, {config['optimizer']} lr={config['lr']}, "
+    f"batch {config['batch']}, seq-len {config['seq_len']}, steps {state.step}->{config['steps']}"
+  )
   changed = [f"{k}={config[k]}" for k, v in experiments.OPTION_DEFAULTS.items() if config[k] != v]
   if changed:
     print("sequence options: " + ", ".join(changed))
@@ -182,20 +216,37 @@ def cmd_train(args) -> int:
   save_every = args.save_every or config["eval_every"]
 
   def save(i, params, opt_state, carry):
-    checkpoint.save(directory, checkpoint.TrainState(i, params, opt_state, state.key, carry),
-                    metadata={"config": config, **(exp.metadata or {})})
+    checkpoint.save(
+      directory,
+      checkpoint.TrainState(i, params, opt_state, state.key, carry),
+      metadata={"config": config, **(exp.metadata or {})},
+    )
 
   start = time.perf_counter()
   try:
-    out = train.fit(step, state.params, state.opt_state, exp.batch_fn, steps=config["steps"],
-                    start_step=state.step, carry=state.carry, eval_fn=lambda p: exp.evaluate(p, False),
-                    eval_every=config["eval_every"], save_fn=save, save_every=save_every,
-                    progress=not args.no_progress, desc=f"{config['task']} {model}")
+    out = train.fit(
+      step,
+      state.params,
+      state.opt_state,
+      exp.batch_fn,
+      steps=config["steps"],
+      start_step=state.step,
+      carry=state.carry,
+      eval_fn=lambda p: exp.evaluate(p, False),
+      eval_every=config["eval_every"],
+      save_fn=save,
+      save_every=save_every,
+      progress=not args.no_progress,
+      desc=f"{config['task']} {model}",
+    )
   except train.NonFiniteLossError as e:
     last = checkpoint.latest_step(directory)
     kept = f"the last checkpoint (step {last}) is kept" if last is not None else "no checkpoint was written"
-    print(f"jrnn: error: training diverged: loss {e.loss} (gradient norm {e.grad_norm}) at step {e.step}; "
-          f"{kept}. Try a smaller --lr or --clip-norm.", file=sys.stderr)
+    print(
+      f"jrnn: error: training diverged: loss {e.loss} (gradient norm {e.grad_norm}) at step {e.step}; "
+      f"{kept}. Try a smaller --lr or --clip-norm.",
+      file=sys.stderr,
+    )
     return 1
   elapsed = time.perf_counter() - start
   final = exp.evaluate(out.params, True)
@@ -203,8 +254,17 @@ def cmd_train(args) -> int:
   print(f"trained {config['steps'] - state.step} steps in {elapsed:.1f} s")
   print(run.report(exp, final))
   if config["task"] == "chars":
-    text = chars.generate(exp.cell, out.params.cell, exp.head, out.params.head, exp.metadata["vocab"], "\n",
-                          300, jax.random.key(config["seed"]), temperature=0.8)
+    text = chars.generate(
+      exp.cell,
+      out.params.cell,
+      exp.head,
+      out.params.head,
+      (exp.metadata or {})["vocab"],
+      "\n",
+      300,
+      jax.random.key(config["seed"]),
+      temperature=0.8,
+    )
     print("sample (temperature 0.8):\n" + text)
   history[f"final_{exp.metric}"] = [final[exp.metric]]
   run.write_outputs(directory, history, exp, config)
@@ -231,27 +291,39 @@ def cmd_generate(args) -> int:
     raise UsageError(str(e)) from None
   config = meta.get("config", {})
   if config.get("task") != "chars":
-    raise UsageError(f"generate needs a chars checkpoint; {args.checkpoint_dir} holds a model for "
-                     f"task {config.get('task', 'unknown')!r}.")
+    raise UsageError(
+      f"generate needs a chars checkpoint; {args.checkpoint_dir} holds a model for "
+      f"task {config.get('task', 'unknown')!r}."
+    )
   vocab = meta["vocab"]
   missing = sorted(set(args.prime) - set(vocab))
   if missing:
     raise UsageError(f"--prime has characters not in the model's vocabulary: {''.join(missing)!r}.")
   exp, state, _ = run.setup_run(config)
   state = checkpoint.restore(args.checkpoint_dir, state)
-  text = chars.generate(exp.cell, state.params.cell, exp.head, state.params.head, vocab, args.prime,
-                        args.length, jax.random.key(args.seed), temperature=args.temperature)
+  text = chars.generate(
+    exp.cell,
+    state.params.cell,
+    exp.head,
+    state.params.head,
+    vocab,
+    args.prime,
+    args.length,
+    jax.random.key(args.seed),
+    temperature=args.temperature,
+  )
   print(args.prime + text)
   return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
   """Runs the command line; returns the exit status (2 for bad input)."""
   from jrnn import checkpoint
 
   argv = list(sys.argv[1:] if argv is None else argv)
   if argv[:1] == ["bench"]:  # the benchmark has its own flags (jrnn.apps.bench.main)
     from jrnn.apps import bench
+
     return bench.main(argv[1:])
   try:
     args = _parser().parse_args(argv)

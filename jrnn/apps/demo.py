@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import optax
 
 import jrnn
-from jrnn.tasks import DOGS_VOCAB, dogs
+from jrnn.tasks import DOGS_VOCAB
+from jrnn.tasks import dogs
 
 # The chars demo: about two minutes on two laptop CPU cores (measured; see the commit).
 CHARS_STEPS = 1000
@@ -62,8 +63,10 @@ def dogs_demo(steps: int, seed: int) -> None:
   print("inputs d, o, g (one-hot); target: the next letter at every step, 's' after 'g'\n")
   for name, opt in (("SGD lr=0.5", optax.sgd(0.5)), ("Adam lr=0.05", optax.adam(0.05))):
     _, losses, probs = train_dogs(opt, steps=steps, seed=seed)
-    print(f"{name:>13}: cross-entropy {float(losses[0]):.3f} -> {float(losses[-1]):.4f} "
-          f"after {steps} steps (chance: ln 4 = {float(jnp.log(4.0)):.3f})")
+    print(
+      f"{name:>13}: cross-entropy {float(losses[0]):.3f} -> {float(losses[-1]):.4f} "
+      f"after {steps} steps (chance: ln 4 = {float(jnp.log(4.0)):.3f})"
+    )
     for t, (c, p) in enumerate(zip("dog", probs)):
       best = DOGS_VOCAB[int(jnp.argmax(p))]
       dist = " ".join(f"{v}:{float(q):.2f}" for v, q in zip(DOGS_VOCAB, p))
@@ -80,24 +83,54 @@ def chars_demo(steps: int, seed: int, hidden: int, out: str, progress: bool = Tr
   from jrnn.apps import run
   from jrnn.tasks import chars
 
-  config = experiments.resolve({"task": "chars", "cell": "lstm", "hidden": hidden, "steps": steps,
-                                "batch": CHARS_BATCH, "seq_len": CHARS_SEQ_LEN, "lr": CHARS_LR,
-                                "seed": seed, "eval_every": max(1, steps // 5)})
+  config = experiments.resolve(
+    {
+      "task": "chars",
+      "cell": "lstm",
+      "hidden": hidden,
+      "steps": steps,
+      "batch": CHARS_BATCH,
+      "seq_len": CHARS_SEQ_LEN,
+      "lr": CHARS_LR,
+      "seed": seed,
+      "eval_every": max(1, steps // 5),
+    }
+  )
   exp, state, step = run.setup_run(config)
   print(f"jrnn demo: LSTM({hidden}) learns the text of Python's pydoc_data.topics one character at a time")
-  print(f"vocabulary {len(exp.metadata['vocab'])} characters; truncated BPTT over {config['batch']} streams, "
-        f"windows of {config['seq_len']}, Adam lr={config['lr']}, {steps} steps")
+  print(
+    f"vocabulary {len((exp.metadata or {})['vocab'])} characters; truncated BPTT over {config['batch']} streams, "
+    f"windows of {config['seq_len']}, Adam lr={config['lr']}, {steps} steps"
+  )
   print("baselines (validation, nats/char): " + ", ".join(f"{k} {v:.3f}" for k, v in exp.baselines.items()))
   start = time.perf_counter()
-  result = train.fit(step, state.params, state.opt_state, exp.batch_fn, steps=steps, carry=state.carry,
-                     eval_fn=lambda p: exp.evaluate(p, False), eval_every=config["eval_every"],
-                     progress=progress, desc="chars lstm")
+  result = train.fit(
+    step,
+    state.params,
+    state.opt_state,
+    exp.batch_fn,
+    steps=steps,
+    carry=state.carry,
+    eval_fn=lambda p: exp.evaluate(p, False),
+    eval_every=config["eval_every"],
+    progress=progress,
+    desc="chars lstm",
+  )
   elapsed = time.perf_counter() - start
   final = exp.evaluate(result.params, True)
   print(f"\ntrained {steps} steps in {elapsed:.0f} s")
   print(run.report(exp, final))
-  text = chars.generate(exp.cell, result.params.cell, exp.head, result.params.head, exp.metadata["vocab"],
-                        "\n", 400, jax.random.key(seed), temperature=0.7)
+  text = chars.generate(
+    exp.cell,
+    result.params.cell,
+    exp.head,
+    result.params.head,
+    (exp.metadata or {})["vocab"],
+    "\n",
+    400,
+    jax.random.key(seed),
+    temperature=0.7,
+  )
   print("\nsample (temperature 0.7):\n" + text + "\n")
   os.makedirs(out, exist_ok=True)
   history = dict(result.history)
@@ -108,7 +141,7 @@ def chars_demo(steps: int, seed: int, hidden: int, out: str, progress: bool = Tr
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(prog="python -m jrnn.apps.demo", description=(__doc__ or "").split("\n")[0])
   parser.add_argument("--task", choices=("chars", "dogs"), default="chars")
   parser.add_argument("--steps", type=int, default=None, help=f"default: {CHARS_STEPS} (chars), 300 (dogs)")
   parser.add_argument("--hidden", type=int, default=CHARS_HIDDEN, help="LSTM size for chars")

@@ -26,7 +26,8 @@ sunspots   many-to-one   ``B`` random training windows          test MSE vs pers
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -60,16 +61,21 @@ VJPS = ("autodiff", "fused")
 # ~500 (1500 leave a margin); copy (T = 10) reaches CE ~0.11 against the memoryless 0.69; chars beats the
 # bigram baseline by step ~200; sunspots reaches about half the persistence baseline's MSE.
 DEFAULTS = {
-    "dogs": dict(cell="elman", hidden=3, steps=300, batch=1, lr=0.05, optimizer="adam", seq_len=3,
-                 clip_norm=None, eval_every=100),
-    "adding": dict(cell="lstm", hidden=64, steps=1500, batch=64, lr=0.01, optimizer="adam", seq_len=100,
-                   clip_norm=1.0, eval_every=100),
-    "copy": dict(cell="lstm", hidden=128, steps=4000, batch=32, lr=0.01, optimizer="adam", seq_len=10,
-                 clip_norm=1.0, eval_every=500),
-    "chars": dict(cell="lstm", hidden=256, steps=2000, batch=32, lr=0.005, optimizer="adam", seq_len=32,
-                  clip_norm=1.0, eval_every=200),
-    "sunspots": dict(cell="lstm", hidden=32, steps=600, batch=32, lr=0.003, optimizer="adam", seq_len=20,
-                     clip_norm=1.0, eval_every=100),
+  "dogs": dict(
+    cell="elman", hidden=3, steps=300, batch=1, lr=0.05, optimizer="adam", seq_len=3, clip_norm=None, eval_every=100
+  ),
+  "adding": dict(
+    cell="lstm", hidden=64, steps=1500, batch=64, lr=0.01, optimizer="adam", seq_len=100, clip_norm=1.0, eval_every=100
+  ),
+  "copy": dict(
+    cell="lstm", hidden=128, steps=4000, batch=32, lr=0.01, optimizer="adam", seq_len=10, clip_norm=1.0, eval_every=500
+  ),
+  "chars": dict(
+    cell="lstm", hidden=256, steps=2000, batch=32, lr=0.005, optimizer="adam", seq_len=32, clip_norm=1.0, eval_every=200
+  ),
+  "sunspots": dict(
+    cell="lstm", hidden=32, steps=600, batch=32, lr=0.003, optimizer="adam", seq_len=20, clip_norm=1.0, eval_every=100
+  ),
 }
 
 
@@ -110,8 +116,8 @@ class Experiment(NamedTuple):
   evaluate: Callable[[ModelParams, bool], dict]
   metric: str
   baselines: dict
-  initial_carry: Optional[Callable[[ModelParams], Any]] = None
-  metadata: Optional[dict] = None
+  initial_carry: Callable[[ModelParams], Any] | None = None
+  metadata: dict | None = None
 
 
 class ConfigError(ValueError):
@@ -123,7 +129,7 @@ def resolve(config: dict) -> dict:
   task = config.get("task")
   if task not in DEFAULTS:
     raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}.")
-  out = dict(DEFAULTS[task], seed=0, **OPTION_DEFAULTS)
+  out: dict[str, Any] = dict(DEFAULTS[task], seed=0, **OPTION_DEFAULTS)
   out.update({k: v for k, v in config.items() if v is not None})
   if out["cell"] not in CELLS:
     raise ConfigError(f"unknown cell {out['cell']!r}; choose one of {', '.join(CELLS)}.")
@@ -181,8 +187,11 @@ def _model(config, input_size, output_size):
   head = jrnn.linear(output_size)
   options = sequence_options(config)
   try:  # trace once on a dummy batch, so that options the cell cannot run fail here, not at step 1
-    jax.eval_shape(lambda: jrnn.unroll_batch(cell, cell.init(jax.random.key(0), input_size),
-                                             jnp.zeros((1, 2, input_size)), **options))
+    jax.eval_shape(
+      lambda: jrnn.unroll_batch(
+        cell, cell.init(jax.random.key(0), input_size), jnp.zeros((1, 2, input_size)), **options
+      )
+    )
   except (ValueError, TypeError) as e:
     raise ConfigError(f"--cell {config['cell']} cannot run with these sequence options: {e}") from None
 
@@ -214,8 +223,18 @@ def _dogs(config, key):
     loss, p_s = _eval(params)
     return {"loss": float(loss), "p(s|dog)": float(p_s)}
 
-  return Experiment("dogs", m.cell, m.head, 4, m.init, loss_fn, lambda i: (xs, labels), evaluate, "loss",
-                    {"uniform (ln 4)": math.log(4)})
+  return Experiment(
+    "dogs",
+    m.cell,
+    m.head,
+    4,
+    m.init,
+    loss_fn,
+    lambda i: (xs, labels),
+    evaluate,
+    "loss",
+    {"uniform (ln 4)": math.log(4)},
+  )
 
 
 def _adding(config, key):
@@ -232,9 +251,18 @@ def _adding(config, key):
   def batch_fn(i):
     return adding_data(jax.random.fold_in(k_train, i), B, T)
 
-  return Experiment("adding", m.cell, m.head, 2, m.init, loss_fn, batch_fn,
-                    lambda params, full: {"test_mse": float(test_mse(params))}, "test_mse",
-                    {"predict 1": float(adding_baseline(test.targets))})
+  return Experiment(
+    "adding",
+    m.cell,
+    m.head,
+    2,
+    m.init,
+    loss_fn,
+    batch_fn,
+    lambda params, full: {"test_mse": float(test_mse(params))},
+    "test_mse",
+    {"predict 1": float(adding_baseline(test.targets))},
+  )
 
 
 def _copy(config, key):
@@ -257,9 +285,18 @@ def _copy(config, key):
     ce, acc = _eval(params)
     return {"test_ce": float(ce), "copy_accuracy": float(acc)}
 
-  return Experiment("copy", m.cell, m.head, COPY_CLASSES, m.init, loss_fn,
-                    lambda i: copy_data(jax.random.fold_in(k_train, i), B, T), evaluate, "test_ce",
-                    {"memoryless": copy_baseline(T)})
+  return Experiment(
+    "copy",
+    m.cell,
+    m.head,
+    COPY_CLASSES,
+    m.init,
+    loss_fn,
+    lambda i: copy_data(jax.random.fold_in(k_train, i), B, T),
+    evaluate,
+    "test_ce",
+    {"memoryless": copy_baseline(T)},
+  )
 
 
 def _chars(config, key):
@@ -276,7 +313,7 @@ def _chars(config, key):
 
   def batch_fn(i):
     w = i % windows
-    chunk = streams[:, w * T:w * T + T + 1]
+    chunk = streams[:, w * T : w * T + T + 1]
     return chunk[:, :-1], chunk[:, 1:], np.asarray(w == 0)  # a new pass over the text resets the carry
 
   def loss_fn(params, batch):
@@ -299,10 +336,24 @@ def _chars(config, key):
     c = m.cell.initial_carry(params.cell)
     return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (B,) + x.shape), c)
 
-  baselines = {f"uniform (ln {V})": chars_task.uniform_baseline(V),
-               "bigram (add-one)": chars_task.bigram_baseline(data.train, data.valid, V)}
-  return Experiment("chars", m.cell, m.head, V, m.init, loss_fn, batch_fn, evaluate, "valid_loss", baselines,
-                    initial_carry, {"vocab": data.vocab})
+  baselines = {
+    f"uniform (ln {V})": chars_task.uniform_baseline(V),
+    "bigram (add-one)": chars_task.bigram_baseline(data.train, data.valid, V),
+  }
+  return Experiment(
+    "chars",
+    m.cell,
+    m.head,
+    V,
+    m.init,
+    loss_fn,
+    batch_fn,
+    evaluate,
+    "valid_loss",
+    baselines,
+    initial_carry,
+    {"vocab": data.vocab},
+  )
 
 
 def _sunspots(config, key):
@@ -323,10 +374,19 @@ def _sunspots(config, key):
     return train_xs[idx], train_ys[idx]
 
   test_mse = jax.jit(lambda params: loss_fn(params, (jnp.asarray(data.test_xs), jnp.asarray(data.test_ys))))
-  return Experiment("sunspots", m.cell, m.head, 1, m.init, loss_fn, batch_fn,
-                    lambda params, full: {"test_mse": float(test_mse(params))}, "test_mse",
-                    {"persistence": sunspots_task.persistence_baseline(data.test_xs, data.test_ys)},
-                    metadata={"mean": data.mean, "std": data.std})
+  return Experiment(
+    "sunspots",
+    m.cell,
+    m.head,
+    1,
+    m.init,
+    loss_fn,
+    batch_fn,
+    lambda params, full: {"test_mse": float(test_mse(params))},
+    "test_mse",
+    {"persistence": sunspots_task.persistence_baseline(data.test_xs, data.test_ys)},
+    metadata={"mean": data.mean, "std": data.std},
+  )
 
 
 _BUILDERS = {"dogs": _dogs, "adding": _adding, "copy": _copy, "chars": _chars, "sunspots": _sunspots}

@@ -38,7 +38,7 @@ def setup_run(config: dict):
   params = exp.init(k_init)
   opt = optimizer(config)
   stateful = exp.initial_carry is not None
-  carry = jax.jit(exp.initial_carry)(params) if stateful else None
+  carry = jax.jit(exp.initial_carry)(params) if exp.initial_carry is not None else None
   state = checkpoint.TrainState(0, params, jax.jit(opt.init)(params), k_data, carry)  # jit: one compilation
   step = jax.jit(train.make_step(exp.loss_fn, opt, clip_norm=config["clip_norm"], has_aux=stateful))
   return exp, state, step
@@ -65,8 +65,12 @@ def write_outputs(directory: str, history: dict, exp: experiments.Experiment, co
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  payload = {"config": config, "baselines": exp.baselines, "metric": exp.metric,
-             **{k: [v.item() if hasattr(v, "item") else v for v in vals] for k, vals in history.items()}}
+  payload = {
+    "config": config,
+    "baselines": exp.baselines,
+    "metric": exp.metric,
+    **{k: [v.item() if hasattr(v, "item") else v for v in vals] for k, vals in history.items()},
+  }
   tmp = os.path.join(directory, ".history.json.tmp")
   with open(tmp, "w") as f:
     json.dump(payload, f)

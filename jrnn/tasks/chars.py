@@ -126,8 +126,9 @@ def uniform_baseline(vocab_size: int) -> float:
   return math.log(vocab_size)
 
 
-def generate(cell, params, head, head_params, vocab: str, prime: str, length: int, key: jax.Array, *,
-             temperature: float = 1.0) -> str:
+def generate(
+  cell, params, head, head_params, vocab: str, prime: str, length: int, key: jax.Array, *, temperature: float = 1.0
+) -> str:
   """Samples ``length`` characters after ``prime`` from a character model.
 
   The model reads ``prime`` (its last character is the first input of
@@ -147,7 +148,7 @@ def generate(cell, params, head, head_params, vocab: str, prime: str, length: in
   if len(ids) > 1:
     carry, _ = _unroll.unroll(cell, params, jax.nn.one_hot(ids[:-1], len(vocab), dtype=dtype))
   x0 = jax.nn.one_hot(ids[-1], len(vocab), dtype=dtype)
-  _, _, fed = _modes.one_to_many(cell, params, head, head_params, x0, length, carry, feedback="sample", key=key,
-                           temperature=temperature)
+  _, _, fed = _modes.one_to_many(
+    cell, params, head, head_params, x0, length, carry, feedback="sample", key=key, temperature=temperature
+  )
   return decode(np.asarray(jnp.argmax(fed, axis=-1)), vocab)
-

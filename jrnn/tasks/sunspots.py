@@ -59,6 +59,8 @@ def series() -> tuple[np.ndarray, np.ndarray]:
   except ImportError as e:
     raise ImportError("the sunspots task needs statsmodels: pip install 'jrnn[data]'") from e
   frame = sm_sunspots.load_pandas().data
+  if frame is None:  # typed Optional by statsmodels; its bundled data sets always have a frame
+    raise RuntimeError("statsmodels.datasets.sunspots returned no data.")
   return frame["YEAR"].to_numpy(np.int64), frame["SUNACTIVITY"].to_numpy(np.float64)
 
 
@@ -76,13 +78,14 @@ def sunspots(window: int = 20, *, test_fraction: float = 0.2, values=None, years
   n = values.shape[0]
   cut = int(round(n * (1.0 - test_fraction)))  # targets at index >= cut are test targets
   if cut - window < 1 or n - cut < 1:
-    raise ValueError(f"jrnn.tasks.sunspots: {n} values are too few for windows of {window} "
-                     f"with test_fraction={test_fraction}.")
+    raise ValueError(
+      f"jrnn.tasks.sunspots: {n} values are too few for windows of {window} with test_fraction={test_fraction}."
+    )
   train_part = values[:cut]
   mean, std = float(train_part.mean()), float(train_part.std())
   z = (values - mean) / std
   targets = np.arange(window, n)
-  xs = np.stack([z[t - window:t] for t in targets])[..., None].astype(np.float32)
+  xs = np.stack([z[t - window : t] for t in targets])[..., None].astype(np.float32)
   ys = z[targets][:, None].astype(np.float32)
   test = targets >= cut
   return SunspotsData(xs[~test], ys[~test], xs[test], ys[test], mean, std, years[targets[test]])
