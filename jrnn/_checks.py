@@ -110,7 +110,7 @@ def params_mismatch(cell, params, input_size, fn_name):
   leaf shapes with ``jax.eval_shape(cell.init, ...)``.
   """
   try:
-    expected = jax.eval_shape(cell.init, jax.random.key(0), input_size)
+    expected = jax.eval_shape(lambda key: cell.init(key, input_size), jax.random.key(0))
   except Exception:  # the cell cannot even be initialised for this input: say nothing more
     return None
   got_leaves, got_tree = jax.tree_util.tree_flatten(params)
