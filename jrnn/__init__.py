@@ -36,11 +36,11 @@ from jrnn._linear import Head as Head
 from jrnn._linear import LinearParams as LinearParams
 from jrnn._linear import ModelParams as ModelParams
 from jrnn._linear import linear as linear
+from jrnn._lru import LRUParams as LRUParams
+from jrnn._lru import lru as lru
 from jrnn._lstm import LSTMCarry as LSTMCarry
 from jrnn._lstm import LSTMParams as LSTMParams
 from jrnn._lstm import lstm as lstm
-from jrnn._lru import LRUParams as LRUParams
-from jrnn._lru import lru as lru
 from jrnn._min_gru import MinGRUParams as MinGRUParams
 from jrnn._min_gru import min_gru as min_gru
 from jrnn._min_lstm import MinLSTMParams as MinLSTMParams
@@ -64,56 +64,58 @@ def __getattr__(name):
   # jrnn.nnx imports Flax (about 0.4 s); load it on first use only.
   if name == "nnx":
     import importlib
+
     return importlib.import_module("jrnn.nnx")
   raise AttributeError(f"module 'jrnn' has no attribute {name!r}")
 
+
 __all__ = (
-    "CELLS",
-    "WRAPPERS",
-    "AffineRecurrence",
-    "BidirectionalCarry",
-    "BidirectionalParams",
-    "BlockParams",
-    "Cell",
-    "ElmanParams",
-    "GRUParams",
-    "Head",
-    "LSTMCarry",
-    "LSTMParams",
-    "LRUParams",
-    "LinearParams",
-    "LinearRecurrence",
-    "LogCoefficients",
-    "MinGRUParams",
-    "MinLSTMParams",
-    "ModelParams",
-    "Options",
-    "Projected",
-    "SequenceLayer",
-    "Stepwise",
-    "bidirectional",
-    "bptt",
-    "diagnostics",
-    "elman",
-    "encoder_decoder",
-    "gru",
-    "interop",
-    "last_valid",
-    "linear",
-    "linear_recurrent_block",
-    "losses",
-    "lru",
-    "lstm",
-    "make_cell",
-    "many_to_many",
-    "many_to_one",
-    "min_gru",
-    "min_lstm",
-    "one_to_many",
-    "sharding",
-    "stack",
-    "tasks",
-    "train",
-    "unroll",
-    "unroll_batch",
+  "CELLS",
+  "WRAPPERS",
+  "AffineRecurrence",
+  "BidirectionalCarry",
+  "BidirectionalParams",
+  "BlockParams",
+  "Cell",
+  "ElmanParams",
+  "GRUParams",
+  "Head",
+  "LSTMCarry",
+  "LSTMParams",
+  "LRUParams",
+  "LinearParams",
+  "LinearRecurrence",
+  "LogCoefficients",
+  "MinGRUParams",
+  "MinLSTMParams",
+  "ModelParams",
+  "Options",
+  "Projected",
+  "SequenceLayer",
+  "Stepwise",
+  "bidirectional",
+  "bptt",
+  "diagnostics",
+  "elman",
+  "encoder_decoder",
+  "gru",
+  "interop",
+  "last_valid",
+  "linear",
+  "linear_recurrent_block",
+  "losses",
+  "lru",
+  "lstm",
+  "make_cell",
+  "many_to_many",
+  "many_to_one",
+  "min_gru",
+  "min_lstm",
+  "one_to_many",
+  "sharding",
+  "stack",
+  "tasks",
+  "train",
+  "unroll",
+  "unroll_batch",
 )

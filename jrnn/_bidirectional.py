@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +26,7 @@ class BidirectionalCarry(NamedTuple):
   backward: Any
 
 
-def bidirectional(forward: _cell.Cell, backward: Optional[_cell.Cell] = None) -> _cell.Cell:
+def bidirectional(forward: _cell.Cell, backward: _cell.Cell | None = None) -> _cell.Cell:
   """Runs one cell forward and one backward in time and concatenates their outputs.
 
   .. math::
@@ -76,11 +76,17 @@ def bidirectional(forward: _cell.Cell, backward: Optional[_cell.Cell] = None) ->
 
   def run(params, carry, xs, mask, options):
     cf, hf = _unroll.run(forward, params.forward, carry.forward, xs, mask, options)
-    cb, hb = _unroll.run(backward, params.backward, carry.backward, xs, mask,
-                         options._replace(reverse=not options.reverse))
+    cb, hb = _unroll.run(
+      backward, params.backward, carry.backward, xs, mask, options._replace(reverse=not options.reverse)
+    )
     return BidirectionalCarry(cf, cb), jnp.concatenate([hf, hb], axis=-1)
 
-  return _cell.Cell(init=init, initial_carry=initial_carry, step=None,
-                    hidden_size=forward.hidden_size + backward.hidden_size,
-                    input_size=lambda params: forward.input_size(params.forward), kind=_cell.SequenceLayer(run),
-                    name=name)
+  return _cell.Cell(
+    init=init,
+    initial_carry=initial_carry,
+    step=None,
+    hidden_size=forward.hidden_size + backward.hidden_size,
+    input_size=lambda params: forward.input_size(params.forward),
+    kind=_cell.SequenceLayer(run),
+    name=name,
+  )

@@ -64,11 +64,14 @@ def linear_recurrent_block(cell: _cell.Cell, *, dtype=jnp.float32) -> _cell.Cell
     A :class:`jrnn.Cell` with :class:`BlockParams` and ``hidden_size =
     cell.hidden_size``.
 
-  Example::
-
-    deep = jrnn.stack([jrnn.linear_recurrent_block(jrnn.min_gru(64)) for _ in range(4)])
-    params = deep.init(jax.random.key(0), 64)
-    carry, hs = jrnn.unroll(deep, params, xs, scan="associative")   # hs: [T, 64]
+  Example:
+    >>> import jax, jax.numpy as jnp, jrnn
+    >>> deep = jrnn.stack([jrnn.linear_recurrent_block(jrnn.min_gru(16)) for _ in range(3)])
+    >>> params = deep.init(jax.random.key(0), 16)
+    >>> xs = jax.random.normal(jax.random.key(1), (50, 16))
+    >>> _, hs = jrnn.unroll(deep, params, xs, scan="associative")
+    >>> hs.shape, bool(jnp.allclose(hs, jrnn.unroll(deep, params, xs, scan="sequential")[1], atol=1e-4))
+    ((50, 16), True)
 
   References:
     Orvieto et al., "Resurrecting recurrent neural networks for long sequences",
@@ -81,15 +84,18 @@ def linear_recurrent_block(cell: _cell.Cell, *, dtype=jnp.float32) -> _cell.Cell
     raise TypeError(f"{name}: cell must be a jrnn.Cell, got {type(cell).__name__}.")
   inner = cell.kind
   if not isinstance(inner, _cell.SPLIT_KINDS):
-    raise ValueError(f"{name}: {cell.name} is a {type(inner).__name__}; the block wraps a cell split into "
-                     "project and recur (jrnn.Projected, AffineRecurrence or LinearRecurrence).")
+    raise ValueError(
+      f"{name}: {cell.name} is a {type(inner).__name__}; the block wraps a cell split into "
+      "project and recur (jrnn.Projected, AffineRecurrence or LinearRecurrence)."
+    )
   H = cell.hidden_size
 
   def init(key, input_size):
     input_size = _checks.positive_int(input_size, "input_size", f"{name}.init")
     kc, kw = jax.random.split(key)
-    return BlockParams(cell.init(kc, input_size), _initializers.input_weights(kw, H, H, 2, dtype),
-                       jnp.zeros((2 * H,), dtype))
+    return BlockParams(
+      cell.init(kc, input_size), _initializers.input_weights(kw, H, H, 2, dtype), jnp.zeros((2 * H,), dtype)
+    )
 
   def initial_carry(params):
     return cell.initial_carry(params.cell)
@@ -107,9 +113,16 @@ def linear_recurrent_block(cell: _cell.Cell, *, dtype=jnp.float32) -> _cell.Cell
     return y + u if u.shape[-1] == H else y
 
   if isinstance(inner, _cell.LinearRecurrence):
-    kind = _cell.LinearRecurrence(project=project, readout=readout,
-                                  coefficients=lambda params, p: inner.coefficients(params.cell, p[0]))
+    kind = _cell.LinearRecurrence(
+      project=project, readout=readout, coefficients=lambda params, p: inner.coefficients(params.cell, p[0])
+    )
   else:
     kind = _cell.Projected(project=project, recur=recur, readout=readout)
-  return _cell.make_cell(kind, name=name, hidden_size=H, init=init, initial_carry=initial_carry,
-                         input_size=lambda params: cell.input_size(params.cell))
+  return _cell.make_cell(
+    kind,
+    name=name,
+    hidden_size=H,
+    init=init,
+    initial_carry=initial_carry,
+    input_size=lambda params: cell.input_size(params.cell),
+  )

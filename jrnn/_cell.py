@@ -50,7 +50,8 @@ wrapped cell keeps the inner cell's fast paths.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -165,7 +166,7 @@ class SequenceLayer(NamedTuple):
   run: Callable[..., tuple[Carry, jax.Array]]
 
 
-Kind = Union[Stepwise, Projected, AffineRecurrence, LinearRecurrence, SequenceLayer]
+Kind = Stepwise | Projected | AffineRecurrence | LinearRecurrence | SequenceLayer
 SPLIT_KINDS = (Projected, AffineRecurrence, LinearRecurrence)
 
 
@@ -188,16 +189,22 @@ class Cell(NamedTuple):
 
   init: Callable[..., Params]
   initial_carry: Callable[[Params], Carry]
-  step: Optional[Callable[[Params, Carry, jax.Array], tuple[Carry, jax.Array]]]
+  step: Callable[[Params, Carry, jax.Array], tuple[Carry, jax.Array]] | None
   hidden_size: int
   input_size: Callable[[Params], int]
   kind: Kind = Stepwise()
   name: str = "cell"
 
 
-def make_cell(kind: Kind, *, name: str, hidden_size: int, init: Callable[..., Params],
-              initial_carry: Callable[[Params], Carry],
-              input_size: Callable[[Params], int] | None = None) -> Cell:
+def make_cell(
+  kind: Kind,
+  *,
+  name: str,
+  hidden_size: int,
+  init: Callable[..., Params],
+  initial_carry: Callable[[Params], Carry],
+  input_size: Callable[[Params], int] | None = None,
+) -> Cell:
   """A :class:`Cell` whose ``step`` is derived from a split ``kind``.
 
   .. math::
@@ -232,12 +239,13 @@ def make_cell(kind: Kind, *, name: str, hidden_size: int, init: Callable[..., Pa
     (4, 3)
   """
   if not isinstance(kind, SPLIT_KINDS):
-    raise TypeError(f"jrnn.make_cell: kind must be a jrnn.Projected, AffineRecurrence or LinearRecurrence, "
-                    f"got {type(kind).__name__}. A Stepwise or SequenceLayer cell is built with jrnn.Cell "
-                    "and its own step.")
+    raise TypeError(
+      f"jrnn.make_cell: kind must be a jrnn.Projected, AffineRecurrence or LinearRecurrence, "
+      f"got {type(kind).__name__}. A Stepwise or SequenceLayer cell is built with jrnn.Cell "
+      "and its own step."
+    )
   if input_size is None:
-    def input_size(params):
-      return params.wx.shape[0]
+    input_size = _input_weights_rows
 
   def step(params, carry, x):
     x = _checks.check_x(name, x, input_size(params), params_dtype(params))
@@ -245,11 +253,23 @@ def make_cell(kind: Kind, *, name: str, hidden_size: int, init: Callable[..., Pa
     carry = kind.recur(params, carry, p)
     return carry, kind.readout(params, carry, p)
 
-  return Cell(init=init, initial_carry=initial_carry, step=step, hidden_size=hidden_size,
-              input_size=input_size, kind=kind, name=name)
+  return Cell(
+    init=init,
+    initial_carry=initial_carry,
+    step=step,
+    hidden_size=hidden_size,
+    input_size=input_size,
+    kind=kind,
+    name=name,
+  )
 
 
 params_dtype = _checks.params_dtype
+
+
+def _input_weights_rows(params: Params) -> int:
+  """The default ``input_size(params)``: the rows of ``params.wx``."""
+  return params.wx.shape[0]
 
 
 def trailing(v: jax.Array, x: jax.Array) -> jax.Array:

@@ -12,15 +12,21 @@ import jax
 import jax.numpy as jnp
 
 
+def is_int_at_least(value: Any, minimum: int = 1) -> bool:
+  """True for a Python int ``>= minimum`` (``bool`` is not an int here)."""
+  return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 def is_positive_int(value: Any) -> bool:
-  """True for a Python int ``>= 1`` (``bool`` is not an int here)."""
-  return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+  """True for a Python int ``>= 1``."""
+  return is_int_at_least(value, 1)
 
 
-def positive_int(value: Any, what: str, fn_name: str) -> int:
-  """``value`` if it is a positive int, else a ValueError naming ``fn_name: what``."""
-  if not is_positive_int(value):
-    raise ValueError(f"{fn_name}: {what} must be a positive int, got {value!r}.")
+def positive_int(value: Any, what: str, fn_name: str, minimum: int = 1) -> int:
+  """``value`` if it is an int ``>= minimum`` (default 1), else a ValueError naming ``fn_name: what``."""
+  if not is_int_at_least(value, minimum):
+    wanted = {1: "a positive int", 0: "a non-negative int"}.get(minimum, f"an int >= {minimum}")
+    raise ValueError(f"{fn_name}: {what} must be {wanted}, got {value!r}.")
   return value
 
 
@@ -37,12 +43,14 @@ def check_x(cell_name: str, x: Any, input_size: int, dtype: Any, what: str = "x"
   x = jnp.asarray(x)
   if x.ndim != 1 or x.shape[0] != input_size:
     raise ValueError(
-        f"{cell_name}.step: {what} must have shape ({input_size},) [input_size], got shape "
-        f"{tuple(x.shape)}. For a batch, wrap the call in jax.vmap; for a sequence use jrnn.unroll.")
+      f"{cell_name}.step: {what} must have shape ({input_size},) [input_size], got shape "
+      f"{tuple(x.shape)}. For a batch, wrap the call in jax.vmap; for a sequence use jrnn.unroll."
+    )
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise TypeError(
-        f"{cell_name}.step: {what} must be a floating array, got dtype {x.dtype}. "
-        "One-hot encode integer tokens first (jax.nn.one_hot).")
+      f"{cell_name}.step: {what} must be a floating array, got dtype {x.dtype}. "
+      "One-hot encode integer tokens first (jax.nn.one_hot)."
+    )
   return x.astype(dtype)
 
 
@@ -54,18 +62,21 @@ def check_sequence(cell, params, xs, carry, mask, fn_name):
   if xs.ndim != 2:
     hint = " For a batch [B, T, features], use jrnn.unroll_batch or jax.vmap." if xs.ndim == 3 else ""
     raise ValueError(
-        f"{fn_name}: xs must have shape [T, input_size] = [T, {input_size}], got shape "
-        f"{tuple(xs.shape)} (rank {xs.ndim}).{hint}")
+      f"{fn_name}: xs must have shape [T, input_size] = [T, {input_size}], got shape "
+      f"{tuple(xs.shape)} (rank {xs.ndim}).{hint}"
+    )
   if xs.shape[0] == 0:
     raise ValueError(f"{fn_name}: xs is an empty sequence (shape {tuple(xs.shape)}); T must be at least 1.")
   if xs.shape[1] != input_size:
     raise ValueError(
-        f"{fn_name}: xs has {xs.shape[1]} features (shape {tuple(xs.shape)}) but {cell.name}'s params "
-        f"expect input_size={input_size}, i.e. shape [{xs.shape[0]}, {input_size}].")
+      f"{fn_name}: xs has {xs.shape[1]} features (shape {tuple(xs.shape)}) but {cell.name}'s params "
+      f"expect input_size={input_size}, i.e. shape [{xs.shape[0]}, {input_size}]."
+    )
   if not jnp.issubdtype(xs.dtype, jnp.floating):
     raise TypeError(
-        f"{fn_name}: xs must be a floating array, got dtype {xs.dtype}. "
-        "One-hot encode integer tokens first (jax.nn.one_hot(tokens, vocab_size)).")
+      f"{fn_name}: xs must be a floating array, got dtype {xs.dtype}. "
+      "One-hot encode integer tokens first (jax.nn.one_hot(tokens, vocab_size))."
+    )
   carry = check_carry(cell, params, carry, fn_name)
   if mask is not None:
     mask = jnp.asarray(mask)
@@ -73,8 +84,9 @@ def check_sequence(cell, params, xs, carry, mask, fn_name):
       raise TypeError(f"{fn_name}: mask must be a boolean array, got dtype {mask.dtype}; use mask.astype(bool).")
     if mask.shape != (xs.shape[0],):
       raise ValueError(
-          f"{fn_name}: mask must have shape [T] = ({xs.shape[0]},) to match xs {tuple(xs.shape)}, "
-          f"got shape {tuple(mask.shape)}.")
+        f"{fn_name}: mask must have shape [T] = ({xs.shape[0]},) to match xs {tuple(xs.shape)}, "
+        f"got shape {tuple(mask.shape)}."
+      )
   return xs.astype(dtype), carry, mask
 
 
@@ -87,15 +99,16 @@ def check_carry(cell, params, carry, fn_name):
   got_leaves, got_tree = jax.tree_util.tree_flatten(carry)
   if exp_tree != got_tree:
     raise ValueError(
-        f"{fn_name}: carry has structure {got_tree}, but {cell.name} expects {exp_tree} "
-        "(see cell.initial_carry(params)).")
+      f"{fn_name}: carry has structure {got_tree}, but {cell.name} expects {exp_tree} (see cell.initial_carry(params))."
+    )
   cast = []
   for e, g in zip(exp_leaves, got_leaves):
     g = jnp.asarray(g)
     if g.shape != e.shape:
       raise ValueError(
-          f"{fn_name}: carry has a leaf of shape {tuple(g.shape)}, expected {tuple(e.shape)} "
-          f"(see cell.initial_carry(params)). For a batch, use jrnn.unroll_batch or jax.vmap.")
+        f"{fn_name}: carry has a leaf of shape {tuple(g.shape)}, expected {tuple(e.shape)} "
+        f"(see cell.initial_carry(params)). For a batch, use jrnn.unroll_batch or jax.vmap."
+      )
     if not jnp.issubdtype(g.dtype, jnp.inexact):  # complex for the LRU
       raise TypeError(f"{fn_name}: carry must be floating, got dtype {g.dtype}.")
     cast.append(g.astype(e.dtype))
@@ -120,6 +133,7 @@ def params_mismatch(cell, params, input_size, fn_name):
   if got_tree == exp_tree and got_shapes == exp_shapes:
     return None
   return ValueError(
-      f"{fn_name}: the params do not belong to {cell.name}: got {type(params).__name__} with leaf shapes "
-      f"{got_shapes}, but {cell.name}.init(key, {input_size}) makes {type(expected).__name__} with leaf shapes "
-      f"{exp_shapes}. Pass the params from this cell's own init.")
+    f"{fn_name}: the params do not belong to {cell.name}: got {type(params).__name__} with leaf shapes "
+    f"{got_shapes}, but {cell.name}.init(key, {input_size}) makes {type(expected).__name__} with leaf shapes "
+    f"{exp_shapes}. Pass the params from this cell's own init."
+  )

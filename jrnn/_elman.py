@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,11 +30,11 @@ class ElmanParams(NamedTuple):
 
 
 def elman(
-    hidden_size: int,
-    *,
-    activation: Union[str, Callable[[jax.Array], jax.Array]] = "tanh",
-    init: str = "default",
-    dtype=jnp.float32,
+  hidden_size: int,
+  *,
+  activation: str | Callable[[jax.Array], jax.Array] = "tanh",
+  init: str = "default",
+  dtype=jnp.float32,
 ) -> _cell.Cell:
   """The Elman (simple) recurrent cell.
 
@@ -57,11 +58,15 @@ def elman(
   Returns:
     A :class:`jrnn.Cell` whose params are :class:`ElmanParams`.
 
-  Example::
-
-    cell = jrnn.elman(16)
-    params = cell.init(jax.random.key(0), 4)
-    carry, hs = jrnn.unroll(cell, params, jnp.ones((10, 4)))   # hs: [10, 16]
+  Example:
+    >>> import jax, jax.numpy as jnp, jrnn
+    >>> cell = jrnn.elman(16)
+    >>> params = cell.init(jax.random.key(0), 4)
+    >>> xs = jnp.ones((10, 4))
+    >>> carry, hs = jrnn.unroll(cell, params, xs)
+    >>> s1 = jnp.tanh(xs[0] @ params.wx + params.b)            # s₀ = 0
+    >>> hs.shape, bool(jnp.allclose(hs[0], s1)), bool(jnp.array_equal(carry, hs[-1]))
+    ((10, 16), True, True)
 
   References:
     Elman, "Finding structure in time", Cognitive Science 14 (1990).
@@ -72,8 +77,7 @@ def elman(
   hidden_size = _checks.positive_int(hidden_size, "hidden_size", name)
   if isinstance(activation, str):
     if activation not in _ACTIVATIONS:
-      raise ValueError(
-          f"{name}: activation must be one of {sorted(_ACTIVATIONS)} or a callable, got {activation!r}.")
+      raise ValueError(f"{name}: activation must be one of {sorted(_ACTIVATIONS)} or a callable, got {activation!r}.")
     phi = _ACTIVATIONS[activation]
   elif callable(activation):
     phi = activation
@@ -90,9 +94,9 @@ def elman(
       wx = 1e-3 * jax.random.normal(kx, (input_size, hidden_size), jnp.float32)
       return ElmanParams(wx.astype(dtype), jnp.eye(hidden_size, dtype=dtype), b)
     return ElmanParams(
-        _initializers.input_weights(kx, input_size, hidden_size, 1, dtype),
-        _initializers.recurrent_weights(kh, hidden_size, 1, dtype),
-        b,
+      _initializers.input_weights(kx, input_size, hidden_size, 1, dtype),
+      _initializers.recurrent_weights(kh, hidden_size, 1, dtype),
+      b,
     )
 
   def initial_carry(params):

@@ -3,7 +3,7 @@
 The backward pass of a recurrent layer, written by hand as a ``jax.custom_vjp``
 in the way cuDNN schedules it (Appleyard et al., 2016). A step is split into
 the input projection, the recurrent product and the parameter-free rest
-(``cell.project``, ``cell.recurrent``, ``cell.update``):
+(``cell.kind.project``, ``recurrent``, ``update``):
 
 .. math::
 
@@ -60,16 +60,16 @@ _tree_map = jax.tree_util.tree_map
 def check_cell(cell, fn_name):
   if not isinstance(cell.kind, _cell.AffineRecurrence):
     raise ValueError(
-        f"{fn_name}: vjp='fused' needs a cell split into recurrent and update (kind jrnn.AffineRecurrence: "
-        f"jrnn.elman, jrnn.gru, jrnn.lstm); {cell.name} is not (it is a {type(cell.kind).__name__}). "
-        "Use vjp='autodiff'.")
+      f"{fn_name}: vjp='fused' needs a cell split into recurrent and update (kind jrnn.AffineRecurrence: "
+      f"jrnn.elman, jrnn.gru, jrnn.lstm); {cell.name} is not (it is a {type(cell.kind).__name__}). "
+      "Use vjp='autodiff'."
+    )
 
 
 def sequence(cell, params, carry, xs, mask, options):
   """:func:`jrnn.unroll` with ``vjp="fused"`` on one sequence: a batch of one."""
   add = lambda t: _tree_map(lambda x: x[None], t)
-  carry, hs = batch_sequence(cell, params, add(carry), xs[None], None if mask is None else mask[None],
-                             options)
+  carry, hs = batch_sequence(cell, params, add(carry), xs[None], None if mask is None else mask[None], options)
   return _tree_map(lambda x: x[0], carry), hs[0]
 
 
@@ -86,7 +86,7 @@ def _layer(kind, per_step, reverse, unroll):
   Built anew for every trace (cheap: it only defines functions), so nothing
   is cached per cell.
   """
-  recurrent = jax.vmap(kind.recurrent, (None, 0))   # over the batch
+  recurrent = jax.vmap(kind.recurrent, (None, 0))  # over the batch
 
   @jax.vmap
   def update(c, p, q):
@@ -94,8 +94,8 @@ def _layer(kind, per_step, reverse, unroll):
     return new, kind.output(new)
 
   def forward(params, c0, xs, mask):
-    xs_t = jnp.swapaxes(xs, 0, 1)                   # [T, B, I]
-    m_t = None if mask is None else mask.T          # [T, B]
+    xs_t = jnp.swapaxes(xs, 0, 1)  # [T, B, I]
+    m_t = None if mask is None else mask.T  # [T, B]
     inputs = xs_t if per_step else kind.project(params, xs_t)
 
     def body(c, inp):
@@ -128,7 +128,7 @@ def _layer(kind, per_step, reverse, unroll):
       _, recurrent_vjp = jax.vjp(lambda c_: recurrent(params, c_), c)
       (dc_rec,) = recurrent_vjp(dq)
       dc_prev = _tree_map(jnp.add, dc_prev, dc_rec)
-      if m is not None:   # a masked step passed the carry through unchanged
+      if m is not None:  # a masked step passed the carry through unchanged
         dc_prev = _tree_map(lambda a, d: a + jnp.where(_cell.leading(m, d), jnp.zeros_like(d), d), dc_prev, dc)
       return dc_prev, (dp, dq)
 
@@ -139,7 +139,7 @@ def _layer(kind, per_step, reverse, unroll):
     _, project_vjp = jax.vjp(kind.project, params, xs_t)
     d_project, dxs_t = project_vjp(dps)
     dparams = _tree_map(jnp.add, d_recurrent, d_project)
-    return dparams, dc0, jnp.swapaxes(dxs_t, 0, 1), None   # no cotangent for the boolean mask
+    return dparams, dc0, jnp.swapaxes(dxs_t, 0, 1), None  # no cotangent for the boolean mask
 
   @jax.custom_vjp
   def layer(params, c0, xs, mask):

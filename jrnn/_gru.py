@@ -63,10 +63,10 @@ def gru(hidden_size: int, *, dtype=jnp.float32) -> _cell.Cell:
     input_size = _checks.positive_int(input_size, "input_size", f"{name}.init")
     kx, kh = jax.random.split(key)
     return GRUParams(
-        _initializers.input_weights(kx, input_size, H, 3, dtype),
-        _initializers.recurrent_weights(kh, H, 3, dtype),
-        jnp.zeros((3 * H,), dtype),
-        jnp.zeros((H,), dtype),
+      _initializers.input_weights(kx, input_size, H, 3, dtype),
+      _initializers.recurrent_weights(kh, H, 3, dtype),
+      jnp.zeros((3 * H,), dtype),
+      jnp.zeros((H,), dtype),
     )
 
   def initial_carry(params):
@@ -81,8 +81,8 @@ def gru(hidden_size: int, *, dtype=jnp.float32) -> _cell.Cell:
 
   def update(h, p, q):
     r = jax.nn.sigmoid(p[..., :H] + q[..., :H])
-    z = jax.nn.sigmoid(p[..., H:2 * H] + q[..., H:2 * H])
-    n = jnp.tanh(p[..., 2 * H:] + r * q[..., 2 * H:])
+    z = jax.nn.sigmoid(p[..., H : 2 * H] + q[..., H : 2 * H])
+    n = jnp.tanh(p[..., 2 * H :] + r * q[..., 2 * H :])
     return (1.0 - z) * n + z * h
 
   kind = _cell.AffineRecurrence(project=project, recurrent=recurrent, update=update, output=lambda h: h)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -60,14 +61,14 @@ def linear(output_size: int, *, dtype=jnp.float32) -> Head:
 
   def init(key, input_size):
     input_size = _checks.positive_int(input_size, "input_size", f"{name}.init")
-    return LinearParams(_initializers.glorot_uniform(key, (input_size, output_size), dtype),
-                        jnp.zeros((output_size,), dtype))
+    return LinearParams(
+      _initializers.glorot_uniform(key, (input_size, output_size), dtype), jnp.zeros((output_size,), dtype)
+    )
 
   def apply(params, h):
     h = jnp.asarray(h)
     if h.ndim < 1 or h.shape[-1] != params.w.shape[0]:
-      raise ValueError(
-          f"{name}.apply: h must have shape [..., {params.w.shape[0]}], got shape {tuple(h.shape)}.")
+      raise ValueError(f"{name}.apply: h must have shape [..., {params.w.shape[0]}], got shape {tuple(h.shape)}.")
     if not jnp.issubdtype(h.dtype, jnp.floating):
       raise TypeError(f"{name}.apply: h must be floating, got dtype {h.dtype}.")
     return _cell.affine(h.astype(params.w.dtype), params.w, params.b)

@@ -66,11 +66,11 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, dtype=jnp.float32) -> _c
   def init_fn(key, input_size):
     input_size = _checks.positive_int(input_size, "input_size", f"{name}.init")
     kx, kh = jax.random.split(key)
-    b = jnp.zeros((4 * H,), dtype).at[H:2 * H].set(forget_bias)
+    b = jnp.zeros((4 * H,), dtype).at[H : 2 * H].set(forget_bias)
     return LSTMParams(
-        _initializers.input_weights(kx, input_size, H, 4, dtype),
-        _initializers.recurrent_weights(kh, H, 4, dtype),
-        b,
+      _initializers.input_weights(kx, input_size, H, 4, dtype),
+      _initializers.recurrent_weights(kh, H, 4, dtype),
+      b,
     )
 
   def initial_carry(params):
@@ -86,9 +86,9 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, dtype=jnp.float32) -> _c
   def update(carry, p, q):
     gates = p + q
     i = jax.nn.sigmoid(gates[..., :H])
-    f = jax.nn.sigmoid(gates[..., H:2 * H])
-    g = jnp.tanh(gates[..., 2 * H:3 * H])
-    o = jax.nn.sigmoid(gates[..., 3 * H:])
+    f = jax.nn.sigmoid(gates[..., H : 2 * H])
+    g = jnp.tanh(gates[..., 2 * H : 3 * H])
+    o = jax.nn.sigmoid(gates[..., 3 * H :])
     c = f * carry.c + i * g
     return LSTMCarry(o * jnp.tanh(c), c)
 

@@ -11,11 +11,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from jrnn import _cell
 from jrnn import _checks
@@ -27,11 +27,20 @@ from jrnn import _unroll
 # Options for a layer whose last step must be the last step (reverse is not one of them).
 _FORWARD_ONLY = tuple(f for f in _options.Options._fields if f != "reverse")
 
-Feedback = Union[str, Callable[[jax.Array, jax.Array], jax.Array]]
+Feedback = str | Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def many_to_many(cell: _cell.Cell, params: Any, head: _linear.Head, head_params: Any,
-                 xs: jax.typing.ArrayLike, carry: Any = None, *, mask=None, **options) -> tuple[Any, jax.Array]:
+def many_to_many(
+  cell: _cell.Cell,
+  params: Any,
+  head: _linear.Head,
+  head_params: Any,
+  xs: jax.typing.ArrayLike,
+  carry: Any = None,
+  *,
+  mask=None,
+  **options,
+) -> tuple[Any, jax.Array]:
   """Many-to-many of equal length: an output for every input.
 
   .. math::
@@ -53,7 +62,7 @@ def many_to_many(cell: _cell.Cell, params: Any, head: _linear.Head, head_params:
   return carry, ys
 
 
-def last_valid(hs: jax.typing.ArrayLike, mask: Optional[jax.typing.ArrayLike] = None) -> jax.Array:
+def last_valid(hs: jax.typing.ArrayLike, mask: jax.typing.ArrayLike | None = None) -> jax.Array:
   """The row of ``hs: [T, H]`` at the last index where ``mask`` is True (zeros if none is)."""
   hs = jnp.asarray(hs)
   if mask is None:
@@ -64,8 +73,9 @@ def last_valid(hs: jax.typing.ArrayLike, mask: Optional[jax.typing.ArrayLike] = 
   return jnp.where(jnp.any(mask), hs[last], jnp.zeros_like(hs[last]))
 
 
-def many_to_one(cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, carry: Any = None, *,
-                mask=None, **options) -> tuple[Any, jax.Array]:
+def many_to_one(
+  cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, carry: Any = None, *, mask=None, **options
+) -> tuple[Any, jax.Array]:
   """Many-to-one: read the sequence, return the state at its last valid step.
 
   .. math::
@@ -93,17 +103,29 @@ def _feedback_fn(feedback: Feedback, temperature: float) -> Callable[[jax.Array,
   if feedback == "argmax":
     return lambda y, key: jax.nn.one_hot(jnp.argmax(y), y.shape[-1], dtype=y.dtype)
   if feedback == "sample":
+
     def sample(y, key):
       k = jax.random.categorical(key, y.astype(jnp.float32) / temperature)
       return jax.nn.one_hot(k, y.shape[-1], dtype=y.dtype)
+
     return sample
   raise ValueError(f"feedback must be 'output', 'argmax', 'sample' or a callable (y, key) -> x, got {feedback!r}.")
 
 
-def one_to_many(cell: _cell.Cell, params: Any, head: _linear.Head, head_params: Any,
-                x0: jax.typing.ArrayLike, length: int, carry: Any = None, *,
-                feedback: Feedback = "output", key: Optional[jax.Array] = None,
-                temperature: float = 1.0, **options) -> tuple[Any, jax.Array, jax.Array]:
+def one_to_many(
+  cell: _cell.Cell,
+  params: Any,
+  head: _linear.Head,
+  head_params: Any,
+  x0: jax.typing.ArrayLike,
+  length: int,
+  carry: Any = None,
+  *,
+  feedback: Feedback = "output",
+  key: jax.Array | None = None,
+  temperature: float = 1.0,
+  **options,
+) -> tuple[Any, jax.Array, jax.Array]:
   """One-to-many: one input, then the model's own output fed back as the next input.
 
   .. math::
@@ -152,26 +174,42 @@ def one_to_many(cell: _cell.Cell, params: Any, head: _linear.Head, head_params: 
   f = _feedback_fn(feedback, temperature)
   input_size = cell.input_size(params)
 
+  step = cell.step
+
   def body(state, k):
     c, x = state
-    c, h = cell.step(params, c, x)
+    c, h = step(params, c, x)
     y = head.apply(head_params, h)
     x_next = f(y, k)
     if x_next.shape != (input_size,):
-      raise ValueError(f"{fn}: feedback gave an input of shape {tuple(x_next.shape)}, the cell needs "
-                       f"({input_size},); with feedback='output' the head's output_size must equal input_size.")
+      raise ValueError(
+        f"{fn}: feedback gave an input of shape {tuple(x_next.shape)}, the cell needs "
+        f"({input_size},); with feedback='output' the head's output_size must equal input_size."
+      )
     return (c, x_next.astype(xs0.dtype)), (y, x_next)
 
   (carry, _), (ys, fed) = _scans.sequential(body, (carry, xs0[0]), keys, unroll=opts.unroll, remat=opts.remat)
   return carry, ys, fed
 
 
-def encoder_decoder(encoder: _cell.Cell, encoder_params: Any, decoder: _cell.Cell, decoder_params: Any,
-                    head: _linear.Head, head_params: Any, xs: jax.typing.ArrayLike, *, mask=None,
-                    decoder_inputs: Optional[jax.typing.ArrayLike] = None,
-                    start: Optional[jax.typing.ArrayLike] = None, length: Optional[int] = None,
-                    feedback: Feedback = "output", key: Optional[jax.Array] = None,
-                    temperature: float = 1.0, **options) -> tuple[Any, jax.Array]:
+def encoder_decoder(
+  encoder: _cell.Cell,
+  encoder_params: Any,
+  decoder: _cell.Cell,
+  decoder_params: Any,
+  head: _linear.Head,
+  head_params: Any,
+  xs: jax.typing.ArrayLike,
+  *,
+  mask=None,
+  decoder_inputs: jax.typing.ArrayLike | None = None,
+  start: jax.typing.ArrayLike | None = None,
+  length: int | None = None,
+  feedback: Feedback = "output",
+  key: jax.Array | None = None,
+  temperature: float = 1.0,
+  **options,
+) -> tuple[Any, jax.Array]:
   """Many-to-many of unequal length: an encoder reads ``xs``, a decoder writes ``ys``.
 
   .. math::
@@ -211,9 +249,20 @@ def encoder_decoder(encoder: _cell.Cell, encoder_params: Any, decoder: _cell.Cel
   if decoder_inputs is not None:
     carry, hs = _unroll.unroll(decoder, decoder_params, decoder_inputs, dec_carry, **options)
     return carry, head.apply(head_params, hs)
-  if length is None:
-    raise ValueError(f"{fn}: feedback decoding needs length (the number of outputs).")
-  carry, ys, _ = one_to_many(decoder, decoder_params, head, head_params, start, length, dec_carry,
-                             feedback=feedback, key=key, temperature=temperature, unroll=opts.unroll,
-                             remat=opts.remat)
+  if length is None or start is None:
+    raise ValueError(f"{fn}: feedback decoding needs start and length (the number of outputs).")
+  carry, ys, _ = one_to_many(
+    decoder,
+    decoder_params,
+    head,
+    head_params,
+    start,
+    length,
+    dec_carry,
+    feedback=feedback,
+    key=key,
+    temperature=temperature,
+    unroll=opts.unroll,
+    remat=opts.remat,
+  )
   return carry, ys

@@ -72,8 +72,10 @@ def make(fn_name: str, allowed: tuple[str, ...] = Options._fields, **options: An
   """
   unknown = [k for k in options if k not in allowed]
   if unknown:
-    raise TypeError(f"{fn_name}: unexpected option(s) {', '.join(map(repr, unknown))}; "
-                    f"the options here are {', '.join(allowed)} (see jrnn.Options).")
+    raise TypeError(
+      f"{fn_name}: unexpected option(s) {', '.join(map(repr, unknown))}; "
+      f"the options here are {', '.join(allowed)} (see jrnn.Options)."
+    )
   return check(Options(**options), fn_name)
 
 
@@ -85,11 +87,12 @@ def check(options: Options, fn_name: str) -> Options:
       raise ValueError(f"{fn_name}: {field} must be one of {allowed}, got {getattr(options, field)!r}.")
   remat = options.remat
   if not (_checks.is_positive_int(remat) or (remat is None or (isinstance(remat, str) and remat in REMATS))):
-    raise ValueError(f"{fn_name}: remat must be None, 'step', 'sqrt' or a positive int chunk length, "
-                     f"got {remat!r}.")
+    raise ValueError(f"{fn_name}: remat must be None, 'step', 'sqrt' or a positive int chunk length, got {remat!r}.")
   if options.vjp == "fused" and remat is not None:
-    raise ValueError(f"{fn_name}: vjp='fused' stores its own residuals and cannot be combined with "
-                     f"remat={remat!r}; use vjp='autodiff' with remat.")
+    raise ValueError(
+      f"{fn_name}: vjp='fused' stores its own residuals and cannot be combined with "
+      f"remat={remat!r}; use vjp='autodiff' with remat."
+    )
   return options._replace(reverse=bool(options.reverse))
 
 

@@ -7,7 +7,7 @@ file plus one line here; so is a new wrapper.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from jrnn import _bidirectional
 from jrnn import _block
@@ -22,17 +22,17 @@ from jrnn import _stack
 
 # name -> factory(hidden_size, *, dtype) -> Cell, with the factory's defaults.
 CELLS: dict[str, Callable[..., _cell.Cell]] = {
-    "elman": _elman.elman,
-    "gru": _gru.gru,
-    "lstm": _lstm.lstm,
-    "min_gru": _min_gru.min_gru,
-    "min_lstm": _min_lstm.min_lstm,
-    "lru": _lru.lru,
+  "elman": _elman.elman,
+  "gru": _gru.gru,
+  "lstm": _lstm.lstm,
+  "min_gru": _min_gru.min_gru,
+  "min_lstm": _min_lstm.min_lstm,
+  "lru": _lru.lru,
 }
 
 # name -> wrapper(cell, *, dtype) -> Cell: each takes a cell and returns a cell.
 WRAPPERS: dict[str, Callable[..., _cell.Cell]] = {
-    "stack": lambda cell, *, dtype: _stack.stack([cell, cell]),
-    "bidirectional": lambda cell, *, dtype: _bidirectional.bidirectional(cell),
-    "linear_recurrent_block": lambda cell, *, dtype: _block.linear_recurrent_block(cell, dtype=dtype),
+  "stack": lambda cell, *, dtype: _stack.stack([cell, cell]),
+  "bidirectional": lambda cell, *, dtype: _bidirectional.bidirectional(cell),
+  "linear_recurrent_block": lambda cell, *, dtype: _block.linear_recurrent_block(cell, dtype=dtype),
 }

@@ -12,7 +12,8 @@ coefficients and picks the algorithm.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +22,16 @@ from jax import lax
 from jrnn import _cell
 
 
-def sequential(body: Callable, carry: Any, inputs: Any, *, reverse: bool = False, unroll: int = 1,
-               remat: Any = None, prepare: Callable[[Any], Any] = lambda inputs: inputs) -> tuple[Any, Any]:
+def sequential(
+  body: Callable,
+  carry: Any,
+  inputs: Any,
+  *,
+  reverse: bool = False,
+  unroll: int = 1,
+  remat: Any = None,
+  prepare: Callable[[Any], Any] = lambda inputs: inputs,
+) -> tuple[Any, Any]:
   """``lax.scan(body, carry, prepare(inputs))``, storing what ``remat`` asks for the backward pass.
 
   ``prepare`` maps a segment of the inputs (leading axis ``T``, or a chunk of
@@ -33,6 +42,7 @@ def sequential(body: Callable, carry: Any, inputs: Any, *, reverse: bool = False
   steps whose body, the inner scan over one chunk with its ``prepare``, is
   checkpointed: ``O(T/K + K)`` stored steps for about one extra forward pass.
   """
+
   def segment(c, segment_inputs, step_body=body):
     return lax.scan(step_body, c, prepare(segment_inputs), reverse=reverse, unroll=unroll)
 
@@ -41,7 +51,7 @@ def sequential(body: Callable, carry: Any, inputs: Any, *, reverse: bool = False
   if remat == "step":
     return segment(carry, inputs, jax.checkpoint(body))
   T = jax.tree_util.tree_leaves(inputs)[0].shape[0]
-  chunk = max(1, round(T ** 0.5)) if remat == "sqrt" else min(remat, T)
+  chunk = max(1, round(T**0.5)) if remat == "sqrt" else min(remat, T)
   return chunked(jax.checkpoint(segment), carry, inputs, chunk, reverse)
 
 
@@ -55,8 +65,8 @@ def chunked(segment: Callable, carry: Any, inputs: Any, chunk: int, reverse: boo
   """
   T = jax.tree_util.tree_leaves(inputs)[0].shape[0]
   n, r = divmod(T, chunk)  # chunk <= T, so n >= 1
-  main = jax.tree_util.tree_map(lambda x: x[:n * chunk].reshape((n, chunk) + x.shape[1:]), inputs)
-  rest = jax.tree_util.tree_map(lambda x: x[n * chunk:], inputs)
+  main = jax.tree_util.tree_map(lambda x: x[: n * chunk].reshape((n, chunk) + x.shape[1:]), inputs)
+  rest = jax.tree_util.tree_map(lambda x: x[n * chunk :], inputs)
 
   def run_main(c):
     c, ys = lax.scan(segment, c, main, reverse=reverse)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 
@@ -37,11 +37,15 @@ def stack(cells: Sequence[_cell.Cell]) -> _cell.Cell:
     A :class:`jrnn.Cell` with params ``tuple(layer_params)`` and carry
     ``tuple(layer_carry)``; its ``hidden_size`` is the last layer's.
 
-  Example::
-
-    cell = jrnn.stack([jrnn.lstm(64), jrnn.lstm(64)])
-    params = cell.init(jax.random.key(0), 8)
-    (c1, c2), hs = jrnn.unroll(cell, params, xs)
+  Example:
+    >>> import jax, jax.numpy as jnp, jrnn
+    >>> cell = jrnn.stack([jrnn.lstm(16), jrnn.gru(8)])
+    >>> params = cell.init(jax.random.key(0), 4)
+    >>> xs = jnp.ones((10, 4))
+    >>> (c1, c2), hs = jrnn.unroll(cell, params, xs)
+    >>> h1 = jrnn.unroll(jrnn.lstm(16), params[0], xs)[1]           # layer 1 ...
+    >>> hs.shape, bool(jnp.allclose(hs, jrnn.unroll(jrnn.gru(8), params[1], h1)[1]))   # ... feeds layer 2
+    ((10, 8), True)
   """
   cells = tuple(cells)
   if not cells:
@@ -73,12 +77,19 @@ def stack(cells: Sequence[_cell.Cell]) -> _cell.Cell:
   def step(params, carry, x):
     new = []
     for c, p, h0 in zip(cells, params, carry):
+      assert c.step is not None  # the stack has a step only when every layer has one
       h_last, x = c.step(p, h0, x)
       new.append(h_last)
     return tuple(new), x
 
   steppable = all(c.step is not None for c in cells)
 
-  return _cell.Cell(init=init, initial_carry=initial_carry, step=step if steppable else None, hidden_size=cells[-1].hidden_size,
-                    input_size=lambda params: cells[0].input_size(params[0]), kind=_cell.SequenceLayer(run),
-                    name=name)
+  return _cell.Cell(
+    init=init,
+    initial_carry=initial_carry,
+    step=step if steppable else None,
+    hidden_size=cells[-1].hidden_size,
+    input_size=lambda params: cells[0].input_size(params[0]),
+    kind=_cell.SequenceLayer(run),
+    name=name,
+  )

@@ -3,7 +3,7 @@ r"""The sequence driver: a cell run over time, dispatched on the cell's kind in 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,18 +16,18 @@ from jrnn import _scans
 
 
 def unroll(
-    cell: _cell.Cell,
-    params: Any,
-    xs: jax.typing.ArrayLike,
-    carry: Any = None,
-    *,
-    mask: Optional[jax.typing.ArrayLike] = None,
-    reverse: bool = False,
-    unroll: int = 1,
-    scan: str = "auto",
-    projection: str = "auto",
-    remat: Any = None,
-    vjp: str = "autodiff",
+  cell: _cell.Cell,
+  params: Any,
+  xs: jax.typing.ArrayLike,
+  carry: Any = None,
+  *,
+  mask: jax.typing.ArrayLike | None = None,
+  reverse: bool = False,
+  unroll: int = 1,
+  scan: str = "auto",
+  projection: str = "auto",
+  remat: Any = None,
+  vjp: str = "autodiff",
 ) -> tuple[Any, jax.Array]:
   r"""Runs ``cell`` over a sequence with ``jax.lax.scan``.
 
@@ -113,18 +113,18 @@ def unroll(
 
 
 def unroll_batch(
-    cell: _cell.Cell,
-    params: Any,
-    xs: jax.typing.ArrayLike,
-    carry: Any = None,
-    *,
-    mask: Optional[jax.typing.ArrayLike] = None,
-    reverse: bool = False,
-    unroll: int = 1,
-    scan: str = "auto",
-    projection: str = "auto",
-    remat: Any = None,
-    vjp: str = "autodiff",
+  cell: _cell.Cell,
+  params: Any,
+  xs: jax.typing.ArrayLike,
+  carry: Any = None,
+  *,
+  mask: jax.typing.ArrayLike | None = None,
+  reverse: bool = False,
+  unroll: int = 1,
+  scan: str = "auto",
+  projection: str = "auto",
+  remat: Any = None,
+  vjp: str = "autodiff",
 ) -> tuple[Any, jax.Array]:
   r""":func:`unroll` over a batch of sequences ``xs: [B, T, input_size]``.
 
@@ -161,23 +161,28 @@ def unroll_batch(
   with _explained_params_errors(cell, params, xs, fn_name):
     if xs.ndim != 3:
       raise ValueError(
-          f"{fn_name}: xs must have shape [B, T, input_size] = [B, T, {cell.input_size(params)}], got shape "
-          f"{tuple(xs.shape)} (rank {xs.ndim}). For one sequence use jrnn.unroll.")
+        f"{fn_name}: xs must have shape [B, T, input_size] = [B, T, {cell.input_size(params)}], got shape "
+        f"{tuple(xs.shape)} (rank {xs.ndim}). For one sequence use jrnn.unroll."
+      )
     B = xs.shape[0]
     for what, tree in (("carry", carry), ("mask", mask)):
       for leaf in jax.tree_util.tree_leaves(tree):
         if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != B:
-          raise ValueError(f"{fn_name}: every {what} leaf needs the leading batch axis B={B} of xs "
-                           f"{tuple(xs.shape)}, got shape {tuple(jnp.shape(leaf))}.")
+          raise ValueError(
+            f"{fn_name}: every {what} leaf needs the leading batch axis B={B} of xs "
+            f"{tuple(xs.shape)}, got shape {tuple(jnp.shape(leaf))}."
+          )
     # Check one sequence's shapes and dtypes with unroll's own messages.
     one = lambda t: None if t is None else jax.tree_util.tree_map(lambda x: jnp.asarray(x)[0], t)
-    jax.eval_shape(lambda x, c, m: _checks.check_sequence(cell, params, x, c, m, fn_name),
-                   one(xs), one(carry), one(mask))
+    jax.eval_shape(
+      lambda x, c, m: _checks.check_sequence(cell, params, x, c, m, fn_name), one(xs), one(carry), one(mask)
+    )
     xs = xs.astype(_cell.params_dtype(params))
     if carry is None:
       carry = jax.tree_util.tree_map(lambda c: jnp.broadcast_to(c, (B,) + c.shape), cell.initial_carry(params))
-    carry = jax.tree_util.tree_map(lambda c, e: jnp.asarray(c).astype(e.dtype), carry,
-                                   jax.eval_shape(cell.initial_carry, params))
+    carry = jax.tree_util.tree_map(
+      lambda c, e: jnp.asarray(c).astype(e.dtype), carry, jax.eval_shape(cell.initial_carry, params)
+    )
     mask = None if mask is None else jnp.asarray(mask)
     if algorithm(cell, options, xs.shape[1], fn_name) == "fused":
       return _fused.batch_sequence(cell, params, carry, xs, mask, options)
@@ -213,9 +218,10 @@ def algorithm(cell, options, length, fn_name="jrnn.unroll"):
   linear = isinstance(kind, _cell.LinearRecurrence)
   if options.scan == "associative" and not linear:
     raise ValueError(
-        f"{fn_name}: scan='associative' needs a cell whose recurrence is linear in the carry (kind "
-        f"jrnn.LinearRecurrence: jrnn.min_gru, jrnn.min_lstm, jrnn.lru); {cell.name} is not (it is a "
-        f"{type(kind).__name__}). Use scan='sequential' or 'auto'.")
+      f"{fn_name}: scan='associative' needs a cell whose recurrence is linear in the carry (kind "
+      f"jrnn.LinearRecurrence: jrnn.min_gru, jrnn.min_lstm, jrnn.lru); {cell.name} is not (it is a "
+      f"{type(kind).__name__}). Use scan='sequential' or 'auto'."
+    )
   if options.vjp == "fused":
     _fused.check_cell(cell, fn_name)
   if isinstance(kind, _cell.Stepwise) and cell.step is None:
@@ -225,18 +231,23 @@ def algorithm(cell, options, length, fn_name="jrnn.unroll"):
   return "fused" if options.vjp == "fused" else "sequential"
 
 
-def run(cell: _cell.Cell, params: Any, carry: Any, xs: jax.Array, mask: Optional[jax.Array],
-        options: _options.Options = _options.Options()) -> tuple[Any, jax.Array]:
+def run(
+  cell: _cell.Cell,
+  params: Any,
+  carry: Any,
+  xs: jax.Array,
+  mask: jax.Array | None,
+  options: _options.Options = _options.Options(),
+) -> tuple[Any, jax.Array]:
   """:func:`unroll` on already-checked arguments; wrapped cells call it for their inner cells."""
-  kind = cell.kind
-  match algorithm(cell, options, xs.shape[0]):
-    case "sequence":
+  match algorithm(cell, options, xs.shape[0]), cell.kind:
+    case "sequence", _cell.SequenceLayer() as kind:
       return kind.run(params, carry, xs, mask, options)
-    case "associative":
+    case "associative", _cell.LinearRecurrence() as kind:
       ps = kind.project(params, xs)
       last, cs = _scans.linear(kind.coefficients(params, ps), carry, mask, options.reverse)
       return last, _scans.zero_masked(mask, kind.readout(params, cs, ps))
-    case "fused":
+    case "fused", _:
       return _fused.sequence(cell, params, carry, xs, mask, options)
     case _:
       return _sequential(cell, params, carry, xs, mask, options)
@@ -269,5 +280,6 @@ def _sequential(cell, params, carry, xs, mask, options):
     x, m = inputs
     return (x if per_step else project(params, x)), m
 
-  return _scans.sequential(body, carry, (xs, mask), reverse=options.reverse, unroll=options.unroll,
-                           remat=options.remat, prepare=prepare)
+  return _scans.sequential(
+    body, carry, (xs, mask), reverse=options.reverse, unroll=options.unroll, remat=options.remat, prepare=prepare
+  )

@@ -27,12 +27,11 @@ where ``aᵀ b`` of two row vectors is their outer product.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jrnn import _checks
 from jrnn import _elman
 from jrnn import _linear
 
@@ -43,18 +42,9 @@ _LOSSES = ("mse", "cross_entropy")
 _REDUCTIONS = ("mean", "sum")
 
 
-class ElmanNetParams(NamedTuple):
-  """Params of the Elman network x → s → y: the cell's and the read-out head's.
-
-  Attributes:
-    cell: :class:`jrnn.ElmanParams` ``(wx [I, H], wh [H, H], b [H])``, the
-      seeds' Wx, Ws and the state bias.
-    head: :class:`jrnn.LinearParams` ``(w [H, O], b [O])``, the seeds' Wy and
-      the output bias.
-  """
-
-  cell: _elman.ElmanParams
-  head: _linear.LinearParams
+# The Elman network's params x → s → y, ``ModelParams(cell=ElmanParams, head=LinearParams)``:
+# the seeds' Wx, Ws and state bias in ``cell``, Wy and the output bias in ``head``.
+ElmanNetParams = _linear.ModelParams
 
 
 def _phi(activation, z):
@@ -132,7 +122,7 @@ def _check(params, xs, targets, s0, activation, output, loss, reduction, truncat
       f"{_FN}: loss='cross_entropy' needs probabilities: use output='softmax' (integer labels) or "
       "output='sigmoid' (binary targets in [0, 1]); for unnormalised logits use output='softmax'."
     )
-  if truncate is not None and (isinstance(truncate, bool) or not isinstance(truncate, int) or truncate < 1):
+  if truncate is not None and not _checks.is_positive_int(truncate):
     raise ValueError(f"{_FN}: truncate must be None or a positive int, got {truncate!r}.")
   wx, wh, b = (jnp.asarray(a) for a in params.cell)
   wy, by = (jnp.asarray(a) for a in params.head)

@@ -33,6 +33,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from jrnn import _checks
+
 FORMAT = "jrnn-checkpoint-1"
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
 
@@ -137,8 +139,7 @@ def save(directory: str, state: TrainState, *, metadata: dict | None = None, kee
   """
   import orbax.checkpoint as ocp
 
-  if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-    raise ValueError(f"jrnn.checkpoint.save: keep must be a positive int, got {keep!r}.")
+  _checks.positive_int(keep, "keep", "jrnn.checkpoint.save")
   step = int(state.step)
   if step < 0:
     raise ValueError(f"jrnn.checkpoint.save: step must be non-negative, got {step}.")

@@ -33,7 +33,8 @@ IRNN (ReLU, identity init), GRU and LSTM.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -57,13 +58,16 @@ def _checked(cell, params, xs, carry, fn, options, needs_readout=False):
   if not isinstance(cell, _cell.Cell):
     raise TypeError(f"{fn}: cell must be a jrnn.Cell (e.g. jrnn.lstm(16)), got {type(cell).__name__}.")
   if cell.step is None:
-    raise ValueError(f"{fn}: {cell.name} has no step (bidirectional layers cannot be stepped); "
-                     "the state Jacobians need a cell that runs forward one step at a time.")
+    raise ValueError(
+      f"{fn}: {cell.name} has no step (bidirectional layers cannot be stepped); "
+      "the state Jacobians need a cell that runs forward one step at a time."
+    )
   if needs_readout and not isinstance(cell.kind, _cell.SPLIT_KINDS):
     raise ValueError(
-        f"{fn}: {cell.name} is a {type(cell.kind).__name__}, whose output is not a function of its state; "
-        "the loss gradient with respect to the state needs a split cell (jrnn.Projected, AffineRecurrence "
-        "or LinearRecurrence: elman, gru, lstm, min_gru, min_lstm, lru, linear_recurrent_block).")
+      f"{fn}: {cell.name} is a {type(cell.kind).__name__}, whose output is not a function of its state; "
+      "the loss gradient with respect to the state needs a split cell (jrnn.Projected, AffineRecurrence "
+      "or LinearRecurrence: elman, gru, lstm, min_gru, min_lstm, lru, linear_recurrent_block)."
+    )
   xs, carry, _ = _checks.check_sequence(cell, params, xs, carry, None, fn)
   return xs, carry, options
 
@@ -101,12 +105,12 @@ def _flat_over_time(tree, T):
 
 
 def loss_grad_norms(
-    cell: _cell.Cell,
-    params: Any,
-    xs: jax.typing.ArrayLike,
-    loss_fn: Callable[[jax.Array], jax.Array],
-    carry: Any = None,
-    **options: Any,
+  cell: _cell.Cell,
+  params: Any,
+  xs: jax.typing.ArrayLike,
+  loss_fn: Callable[[jax.Array], jax.Array],
+  carry: Any = None,
+  **options: Any,
 ) -> jax.Array:
   """``‖∂L/∂sₜ‖₂`` for t = 1 … T, by autodiff with a zero perturbation of each state.
 
@@ -140,33 +144,36 @@ def loss_grad_norms(
   To compile it, mark the cell static: ``jax.jit(loss_grad_norms,
   static_argnums=(0, 3))``.
 
-  Example::
+  Example:
+    The gradient of a loss on the last output reaches back less the further it goes:
 
-    cell = jrnn.lstm(16)
-    params = cell.init(jax.random.key(0), 4)
-    g = jrnn.diagnostics.loss_grad_norms(cell, params, jnp.ones((50, 4)),
-                                         lambda hs: jnp.sum(hs[-1]))
+    >>> import jax, jax.numpy as jnp, jrnn
+    >>> cell = jrnn.elman(16)
+    >>> params = cell.init(jax.random.key(0), 4)
+    >>> g = jrnn.diagnostics.loss_grad_norms(cell, params, jnp.ones((50, 4)), lambda hs: jnp.sum(hs[-1]))
+    >>> g.shape, bool(g[0] < 1e-3 * g[-1])
+    ((50,), True)
   """
   fn = "jrnn.diagnostics.loss_grad_norms"
   if not callable(loss_fn):
-    raise TypeError(f"{fn}: loss_fn must be a callable hs [T, hidden_size] -> scalar, got "
-                    f"{type(loss_fn).__name__}.")
-  xs, carry, options = _checked(cell, params, xs, carry, fn, options, needs_readout=True)
+    raise TypeError(f"{fn}: loss_fn must be a callable hs [T, hidden_size] -> scalar, got {type(loss_fn).__name__}.")
+  xs, carry, opts = _checked(cell, params, xs, carry, fn, options, needs_readout=True)
   T = xs.shape[0]
 
   def total(eps):
-    _, hs = _perturbed_run(cell, params, xs, carry, eps, options)
+    _, hs = _perturbed_run(cell, params, xs, carry, eps, opts)
     loss = jnp.asarray(loss_fn(hs))
     if loss.shape != ():
       raise ValueError(f"{fn}: loss_fn must return a scalar, got shape {tuple(loss.shape)}.")
     return loss
 
   grads = jax.grad(total)(_zeros_over_time(carry, T))
-  return jnp.sqrt(jnp.sum(jnp.square(jnp.abs(_flat_over_time(grads, T))), axis=1))   # |.|: complex carries
+  return jnp.sqrt(jnp.sum(jnp.square(jnp.abs(_flat_over_time(grads, T))), axis=1))  # |.|: complex carries
 
 
-def state_jacobians(cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, carry: Any = None,
-                    **options: Any) -> jax.Array:
+def state_jacobians(
+  cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, carry: Any = None, **options: Any
+) -> jax.Array:
   """The Jacobians ``∂s_T/∂sₜ`` for t = 1 … T, with ``jax.jacrev`` through the scan.
 
   .. math::
@@ -190,22 +197,23 @@ def state_jacobians(cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, car
   To compile it, mark the cell static: ``jax.jit(state_jacobians,
   static_argnums=0)``.
   """
-  xs, carry, options = _checked(cell, params, xs, carry, "jrnn.diagnostics.state_jacobians", options)
+  xs, carry, opts = _checked(cell, params, xs, carry, "jrnn.diagnostics.state_jacobians", options)
   T = xs.shape[0]
 
   def final_state(eps):
-    c, _ = _perturbed_run(cell, params, xs, carry, eps, options)
+    c, _ = _perturbed_run(cell, params, xs, carry, eps, opts)
     return ravel_pytree(c)[0]
 
-  jac = jax.jacrev(final_state)(_zeros_over_time(carry, T))     # leaves [D, T, ...]
+  jac = jax.jacrev(final_state)(_zeros_over_time(carry, T))  # leaves [D, T, ...]
   D = ravel_pytree(carry)[0].shape[0]
   leaves = jax.tree_util.tree_leaves(jac)
-  flat = jnp.concatenate([jnp.reshape(a, (D, T, -1)) for a in leaves], axis=2)   # [D, T, D]
+  flat = jnp.concatenate([jnp.reshape(a, (D, T, -1)) for a in leaves], axis=2)  # [D, T, D]
   return jnp.transpose(flat, (1, 0, 2))
 
 
-def jacobian_norms(cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, carry: Any = None, *,
-                   norm: str = "spectral", **options: Any) -> jax.Array:
+def jacobian_norms(
+  cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, carry: Any = None, *, norm: str = "spectral", **options: Any
+) -> jax.Array:
   """``‖∂s_T/∂sₜ‖`` for t = 1 … T (see :func:`state_jacobians`).
 
   Args:
@@ -232,33 +240,34 @@ def jacobian_norms(cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, carr
   return jnp.sqrt(jnp.sum(jnp.square(jac), axis=(1, 2)))
 
 
-def standard_cells(key: jax.Array, input_size: int, hidden_size: int, *,
-                   dtype=jnp.float32) -> dict[str, tuple[_cell.Cell, Any]]:
+def standard_cells(
+  key: jax.Array, input_size: int, hidden_size: int, *, dtype=jnp.float32
+) -> dict[str, tuple[_cell.Cell, Any]]:
   """The four cells the seeds compare, at their default inits, as ``{name: (cell, params)}``.
 
   Elman tanh (orthogonal ``Ws``), IRNN (Elman ReLU with ``Ws = I``; Le et al.
   2015), GRU, and LSTM (forget bias 1).
   """
   cells = {
-      "Elman tanh": _elman.elman(hidden_size, dtype=dtype),
-      "IRNN (ReLU, identity)": _elman.elman(hidden_size, activation="relu", init="identity", dtype=dtype),
-      "GRU": _gru.gru(hidden_size, dtype=dtype),
-      "LSTM": _lstm.lstm(hidden_size, dtype=dtype),
+    "Elman tanh": _elman.elman(hidden_size, dtype=dtype),
+    "IRNN (ReLU, identity)": _elman.elman(hidden_size, activation="relu", init="identity", dtype=dtype),
+    "GRU": _gru.gru(hidden_size, dtype=dtype),
+    "LSTM": _lstm.lstm(hidden_size, dtype=dtype),
   }
   keys = jax.random.split(key, len(cells))
   return {name: (cell, cell.init(k, input_size)) for (name, cell), k in zip(cells.items(), keys)}
 
 
 def plot_norms(
-    cells: Mapping[str, tuple[_cell.Cell, Any]],
-    xs: jax.typing.ArrayLike,
-    *,
-    kind: str = "jacobian",
-    loss_fn: Optional[Callable[[jax.Array], jax.Array]] = None,
-    norm: str = "spectral",
-    path: Optional[str] = None,
-    ax: Any = None,
-    title: Optional[str] = None,
+  cells: Mapping[str, tuple[_cell.Cell, Any]],
+  xs: jax.typing.ArrayLike,
+  *,
+  kind: str = "jacobian",
+  loss_fn: Callable[[jax.Array], jax.Array] | None = None,
+  norm: str = "spectral",
+  path: str | None = None,
+  ax: Any = None,
+  title: str | None = None,
 ):
   """Draws :func:`jacobian_norms` or :func:`loss_grad_norms` against t for several cells.
 
@@ -284,11 +293,13 @@ def plot_norms(
   Returns:
     ``(figure, {label: norms [T]})``.
 
-  Example::
-
-    cells = jrnn.diagnostics.standard_cells(jax.random.key(0), 8, 32)
-    xs = jax.random.normal(jax.random.key(1), (100, 8))
-    fig, curves = jrnn.diagnostics.plot_norms(cells, xs, path="vanishing.png")
+  Example:
+    >>> import jax, jax.numpy as jnp, jrnn
+    >>> cells = jrnn.diagnostics.standard_cells(jax.random.key(0), 8, 32)
+    >>> xs = jax.random.normal(jax.random.key(1), (30, 8))
+    >>> fig, curves = jrnn.diagnostics.plot_norms(cells, xs)   # path="vanishing.png" saves it
+    >>> sorted(curves), curves["LSTM"].shape
+    (['Elman tanh', 'GRU', 'IRNN (ReLU, identity)', 'LSTM'], (30,))
   """
   fn = "jrnn.diagnostics.plot_norms"
   if kind not in _KINDS:
@@ -296,8 +307,12 @@ def plot_norms(
   if not cells:
     raise ValueError(f"{fn}: cells is empty; pass {{label: (cell, params)}}, e.g. standard_cells(...).")
   if loss_fn is None:
-    def loss_fn(hs):
+
+    def last_output_sum(hs):
       return jnp.sum(hs[-1])
+
+    loss_fn = last_output_sum
+
   if kind == "jacobian":
     if norm not in _NORMS:
       raise ValueError(f"{fn}: norm must be one of {_NORMS}, got {norm!r}.")
@@ -306,7 +321,7 @@ def plot_norms(
     compute = jax.jit(lambda cell, params, xs: loss_grad_norms(cell, params, xs, loss_fn), static_argnums=0)
   curves = {label: jax.device_get(compute(cell, params, xs)) for label, (cell, params) in cells.items()}
 
-  import matplotlib.pyplot as plt   # lazily: matplotlib is optional
+  import matplotlib.pyplot as plt  # lazily: matplotlib is optional
 
   if ax is None:
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -6,7 +6,7 @@ on first use.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -106,27 +106,28 @@ class RNN(nnx.Module):
   """
 
   def __init__(
-      self,
-      cell: _cell.Cell,
-      in_features: Optional[int] = None,
-      *,
-      rngs: Optional[nnx.Rngs] = None,
-      params: Any = None,
-      return_carry: bool = False,
-      **options: Any,
+    self,
+    cell: _cell.Cell,
+    in_features: int | None = None,
+    *,
+    rngs: nnx.Rngs | None = None,
+    params: Any = None,
+    return_carry: bool = False,
+    **options: Any,
   ):
     name = "jrnn.nnx.RNN"
     if not isinstance(cell, _cell.Cell):
       raise TypeError(f"{name}: cell must be a jrnn.Cell (e.g. jrnn.gru(32)), got {type(cell).__name__}.")
     if (rngs is None) == (params is None):
       raise ValueError(f"{name}: give exactly one of rngs (to initialise the params) and params (to wrap them).")
-    if params is None:
+    if rngs is not None:
       if in_features is None:
         raise ValueError(f"{name}: in_features is needed to initialise the params from rngs.")
       params = cell.init(rngs.params(), _checks.positive_int(in_features, "in_features", name))
     elif in_features is not None and in_features != cell.input_size(params):
       raise ValueError(
-          f"{name}: in_features={in_features!r} but the params given expect input_size={cell.input_size(params)}.")
+        f"{name}: in_features={in_features!r} but the params given expect input_size={cell.input_size(params)}."
+      )
     self.options = _options.make(name, **options)
     self.cell = cell
     self.cell_params = nnx.data(jax.tree.map(nnx.Param, params))
@@ -135,7 +136,7 @@ class RNN(nnx.Module):
     self.return_carry = bool(return_carry)
 
   @classmethod
-  def from_params(cls, cell: _cell.Cell, params: Any, *, return_carry: bool = False, **options: Any) -> "RNN":
+  def from_params(cls, cell: _cell.Cell, params: Any, *, return_carry: bool = False, **options: Any) -> RNN:
     """Wraps existing params (from ``cell.init``, training or :mod:`jrnn.interop`).
 
     Same as ``RNN(cell, params=params)``. Each array is held, not copied, in an
@@ -149,7 +150,7 @@ class RNN(nnx.Module):
     """The cell's params as a pytree of plain arrays, as ``cell.init`` returns them."""
     return jax.tree.map(lambda v: v[...], self.cell_params, is_leaf=_is_variable)
 
-  def initial_carry(self, batch_size: Optional[int] = None) -> Any:
+  def initial_carry(self, batch_size: int | None = None) -> Any:
     """``cell.initial_carry(params)``, with a leading ``batch_size`` axis if given."""
     carry = self.cell.initial_carry(self.params)
     if batch_size is None:
@@ -157,13 +158,13 @@ class RNN(nnx.Module):
     return jax.tree.map(lambda c: jnp.broadcast_to(c, (batch_size,) + c.shape), carry)
 
   def __call__(
-      self,
-      xs: jax.typing.ArrayLike,
-      carry: Any = None,
-      *,
-      mask: Optional[jax.typing.ArrayLike] = None,
-      reverse: Optional[bool] = None,
-      return_carry: Optional[bool] = None,
+    self,
+    xs: jax.typing.ArrayLike,
+    carry: Any = None,
+    *,
+    mask: jax.typing.ArrayLike | None = None,
+    reverse: bool | None = None,
+    return_carry: bool | None = None,
   ):
     """Runs the cell over ``xs``.
 
@@ -191,17 +192,20 @@ class RNN(nnx.Module):
     elif xs.ndim == 3:
       if mask is not None and jnp.shape(mask) != xs.shape[:2]:
         raise ValueError(
-            f"jrnn.nnx.RNN: for xs of shape {tuple(xs.shape)} [B, T, features], mask must have shape "
-            f"[B, T] = {tuple(xs.shape[:2])}, got shape {tuple(jnp.shape(mask))}.")
+          f"jrnn.nnx.RNN: for xs of shape {tuple(xs.shape)} [B, T, features], mask must have shape "
+          f"[B, T] = {tuple(xs.shape[:2])}, got shape {tuple(jnp.shape(mask))}."
+        )
       for leaf in jax.tree_util.tree_leaves(carry):
         if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != xs.shape[0]:
           raise ValueError(
-              f"jrnn.nnx.RNN: for a batch of {xs.shape[0]} sequences every carry leaf needs a leading "
-              f"axis of size {xs.shape[0]}, got a leaf of shape {tuple(jnp.shape(leaf))} "
-              "(see module.initial_carry(batch_size)).")
+            f"jrnn.nnx.RNN: for a batch of {xs.shape[0]} sequences every carry leaf needs a leading "
+            f"axis of size {xs.shape[0]}, got a leaf of shape {tuple(jnp.shape(leaf))} "
+            "(see module.initial_carry(batch_size))."
+          )
       out_carry, hs = _unroll.unroll_batch(self.cell, self.params, xs, carry, mask=mask, **options)
     else:
       raise ValueError(
-          f"jrnn.nnx.RNN: xs must have shape [T, {self.in_features}] or [B, T, {self.in_features}], "
-          f"got shape {tuple(xs.shape)} (rank {xs.ndim}).")
+        f"jrnn.nnx.RNN: xs must have shape [T, {self.in_features}] or [B, T, {self.in_features}], "
+        f"got shape {tuple(xs.shape)} (rank {xs.ndim})."
+      )
     return (out_carry, hs) if return_carry else hs

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jrnn import _checks
 from jrnn import sharding
 
 
@@ -184,10 +185,7 @@ def make_step(
 
 
 def _check_positive(name, value, allow_zero=False):
-  if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
-    raise ValueError(
-      f"jrnn.train.fit: {name} must be a {'non-negative' if allow_zero else 'positive'} int, got {value!r}."
-    )
+  _checks.positive_int(value, name, "jrnn.train.fit", minimum=0 if allow_zero else 1)
 
 
 def fit(

@@ -30,7 +30,8 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 def pytest_configure(config):
   config.addinivalue_line(
-      "markers", "standard_promotion: run with jax_numpy_dtype_promotion='standard' (third-party code needs it)")
+    "markers", "standard_promotion: run with jax_numpy_dtype_promotion='standard' (third-party code needs it)"
+  )
 
 
 @pytest.fixture(autouse=True)

@@ -25,8 +25,8 @@ def gru_step(p, h, x):
   H = h.shape[0]
   gx, gh = x @ wx + b, h @ wh
   r = sigmoid(gx[:H] + gh[:H])
-  z = sigmoid(gx[H:2 * H] + gh[H:2 * H])
-  n = np.tanh(gx[2 * H:] + r * (gh[2 * H:] + bhn))
+  z = sigmoid(gx[H : 2 * H] + gh[H : 2 * H])
+  n = np.tanh(gx[2 * H :] + r * (gh[2 * H :] + bhn))
   h_new = (1 - z) * n + z * h
   return h_new, h_new
 
@@ -36,7 +36,7 @@ def lstm_step(p, carry, x):
   h, c = carry
   H = h.shape[0]
   g = x @ wx + h @ wh + b
-  i, f, gg, o = sigmoid(g[:H]), sigmoid(g[H:2 * H]), np.tanh(g[2 * H:3 * H]), sigmoid(g[3 * H:])
+  i, f, gg, o = sigmoid(g[:H]), sigmoid(g[H : 2 * H]), np.tanh(g[2 * H : 3 * H]), sigmoid(g[3 * H :])
   c = f * c + i * gg
   h = o * np.tanh(c)
   return (h, c), h

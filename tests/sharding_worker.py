@@ -24,8 +24,8 @@ import jrnn
 from jrnn import sharding
 from jrnn import train
 
-B, T, STEPS = 32, 10, 5            # adding: many-to-one LSTM, Adam with clipping
-TB, TW, TWINDOWS = 16, 6, 3        # TBPTT: many-to-many GRU over 3 windows, carry passed on
+B, T, STEPS = 32, 10, 5  # adding: many-to-one LSTM, Adam with clipping
+TB, TW, TWINDOWS = 16, 6, 3  # TBPTT: many-to-many GRU over 3 windows, carry passed on
 
 
 def _adding(mesh):
@@ -63,8 +63,9 @@ def _tbptt(mesh):
   step = train.make_step(loss_fn, opt, has_aux=True, mesh=mesh)
   step = step if mesh is not None else jax.jit(step)
   carry = jax.jit(jax.vmap(lambda _: cell.initial_carry(params[0])))(jnp.arange(TB))
-  out = train.fit(step, params, jax.jit(opt.init)(params), batch_fn, steps=TWINDOWS, carry=carry, progress=False,
-                  verbose=False)
+  out = train.fit(
+    step, params, jax.jit(opt.init)(params), batch_fn, steps=TWINDOWS, carry=carry, progress=False, verbose=False
+  )
   return out
 
 
@@ -100,19 +101,21 @@ def main(out_dir):
   except ValueError as e:
     error = str(e)
   info = {
-      "device_count": jax.device_count(),
-      "mesh_shape": dict(mesh.shape),
-      "xs_spec": list(placed.xs.sharding.spec),
-      "targets_spec": list(placed.targets.sharding.spec),
-      "xs_shards": shards,                                   # (device id, rows, first row) per device
-      "params_replicated": all(x.sharding.is_fully_replicated and len(x.sharding.device_set) == 8
-                               for x in jax.tree_util.tree_leaves((adding.params, adding.opt_state))),
-      "carry_spec": list(tbptt.carry.sharding.spec),
-      "carry_rows_per_device": sorted({s.data.shape[0] for s in tbptt.carry.addressable_shards}),
-      "all_reduce_in_step": "all-reduce" in compiled,
-      "indivisible_error": error,
-      "runs_s": t1 - t0,
-      "inspect_s": time.perf_counter() - t1,
+    "device_count": jax.device_count(),
+    "mesh_shape": dict(mesh.shape),
+    "xs_spec": list(placed.xs.sharding.spec),
+    "targets_spec": list(placed.targets.sharding.spec),
+    "xs_shards": shards,  # (device id, rows, first row) per device
+    "params_replicated": all(
+      x.sharding.is_fully_replicated and len(x.sharding.device_set) == 8
+      for x in jax.tree_util.tree_leaves((adding.params, adding.opt_state))
+    ),
+    "carry_spec": list(tbptt.carry.sharding.spec),
+    "carry_rows_per_device": sorted({s.data.shape[0] for s in tbptt.carry.addressable_shards}),
+    "all_reduce_in_step": "all-reduce" in compiled,
+    "indivisible_error": error,
+    "runs_s": t1 - t0,
+    "inspect_s": time.perf_counter() - t1,
   }
   print(json.dumps(info))
 

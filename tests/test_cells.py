@@ -15,7 +15,8 @@ def _random_params(params, key, scale=0.5):
   leaves, tree = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(key, len(leaves))
   return jax.tree_util.tree_unflatten(
-      tree, [scale * jax.random.normal(k, l.shape, l.dtype) for k, l in zip(keys, leaves)])
+    tree, [scale * jax.random.normal(k, l.shape, l.dtype) for k, l in zip(keys, leaves)]
+  )
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
@@ -70,7 +71,7 @@ def test_init_shapes_and_orthogonal_recurrent_blocks(key, make, gates):
   chex.assert_shape(p.wx, (I, gates * H))
   chex.assert_shape(p.wh, (H, gates * H))
   for g in range(gates):
-    block = np.asarray(p.wh[:, g * H:(g + 1) * H], np.float64)
+    block = np.asarray(p.wh[:, g * H : (g + 1) * H], np.float64)
     np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
   # Glorot-uniform: |w| <= sqrt(6 / (fan_in + fan_out)) per gate block, and not all tiny.
   limit = np.sqrt(6.0 / (I + H))

@@ -10,11 +10,11 @@ import jrnn
 from jrnn import diagnostics
 
 CELLS = {
-    "elman": lambda H, dtype: jrnn.elman(H, dtype=dtype),
-    "irnn": lambda H, dtype: jrnn.elman(H, activation="relu", init="identity", dtype=dtype),
-    "gru": lambda H, dtype: jrnn.gru(H, dtype=dtype),
-    "lstm": lambda H, dtype: jrnn.lstm(H, dtype=dtype),
-    "stack": lambda H, dtype: jrnn.stack([jrnn.lstm(H, dtype=dtype), jrnn.elman(H, dtype=dtype)]),
+  "elman": lambda H, dtype: jrnn.elman(H, dtype=dtype),
+  "irnn": lambda H, dtype: jrnn.elman(H, activation="relu", init="identity", dtype=dtype),
+  "gru": lambda H, dtype: jrnn.gru(H, dtype=dtype),
+  "lstm": lambda H, dtype: jrnn.lstm(H, dtype=dtype),
+  "stack": lambda H, dtype: jrnn.stack([jrnn.lstm(H, dtype=dtype), jrnn.elman(H, dtype=dtype)]),
 }
 
 
@@ -47,11 +47,11 @@ def step_jacobian_product(cell, params, xs):
   step_jacobian, step = jax.jit(jax.jacobian(flat_step)), jax.jit(flat_step)
   step_jacs = []
   for x in xs:
-    step_jacs.append(step_jacobian(flat, x))                  # ∂s_t/∂s_{t-1}
+    step_jacs.append(step_jacobian(flat, x))  # ∂s_t/∂s_{t-1}
     flat = step(flat, x)
   product = jnp.eye(flat.shape[0], dtype=flat.dtype)
   out = [product]
-  for J in step_jacs[:0:-1]:                                  # J_T, …, J_2
+  for J in step_jacs[:0:-1]:  # J_T, …, J_2
     product = product @ J
     out.append(product)
   return jnp.stack(out[::-1])
@@ -77,9 +77,10 @@ def loss_grad_reference(cell, params, xs, loss_fn):
 
   norms = []
   for t in range(T):
+
     def from_state(s, t=t):
       outs = list(hs[:t]) + [output_of(s)]
-      for x in xs[t + 1:]:
+      for x in xs[t + 1 :]:
         s, h = cell.step(params, s, x)
         outs.append(h)
       return loss_fn(jnp.stack(outs))
@@ -97,12 +98,12 @@ def test_state_jacobians_equal_product_of_step_jacobians(x64, name):
   D = ravel_pytree(cell.initial_carry(params))[0].shape[0]
   assert jac.shape == (xs.shape[0], D, D)
   np.testing.assert_allclose(jac, ref, rtol=1e-10, atol=1e-12)
-  assert float(jnp.max(jnp.abs(ref[0] - jnp.eye(D)))) > 1e-2    # not trivially the identity
+  assert float(jnp.max(jnp.abs(ref[0] - jnp.eye(D)))) > 1e-2  # not trivially the identity
   spectral = jacobian_norms(cell, params, xs)
   frobenius = jacobian_norms(cell, params, xs, norm="frobenius")
   np.testing.assert_allclose(spectral, [np.linalg.norm(np.asarray(m), 2) for m in ref], rtol=1e-10)
   np.testing.assert_allclose(frobenius, [np.linalg.norm(np.asarray(m)) for m in ref], rtol=1e-10)
-  np.testing.assert_allclose(spectral[-1], 1.0, rtol=1e-12)           # ∂s_T/∂s_T = I
+  np.testing.assert_allclose(spectral[-1], 1.0, rtol=1e-12)  # ∂s_T/∂s_T = I
   np.testing.assert_allclose(frobenius[-1], np.sqrt(D), rtol=1e-12)
 
 
@@ -111,7 +112,7 @@ def test_loss_grad_norms_equal_definition(x64, name):
   cell, params, xs = make(name, T=5, seed=1)
   w = jnp.linspace(-1.0, 1.0, 5 * 3, dtype=jnp.float64).reshape(5, 3)
 
-  def loss_fn(hs):   # depends on every output, nonlinearly
+  def loss_fn(hs):  # depends on every output, nonlinearly
     return jnp.sum(w * jnp.sin(2 * hs)) + jnp.sum(jnp.square(hs[-1]))
 
   got = loss_grad_norms(cell, params, xs, loss_fn)
@@ -129,7 +130,7 @@ def test_elman_tanh_vanishes_orders_of_magnitude_faster_than_lstm():
   # ‖∂s_T/∂s_1‖: how much of step T reaches step 1 (the last row is ‖I‖ = 1).
   np.testing.assert_allclose([elman[-1], lstm[-1]], [1.0, 1.0], rtol=1e-5)
   assert float(elman[0]) < 1e-6 * float(lstm[0]), (float(elman[0]), float(lstm[0]))
-  assert float(lstm[0]) < 1e-2   # the LSTM's signal decays too (forget gate ≈ σ(1)), just far slower
+  assert float(lstm[0]) < 1e-2  # the LSTM's signal decays too (forget gate ≈ σ(1)), just far slower
 
 
 def last_output_sum(hs):
@@ -138,6 +139,7 @@ def last_output_sum(hs):
 
 def test_plot_norms_writes_png(tmp_path):
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 

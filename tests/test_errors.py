@@ -27,13 +27,20 @@ def unroll(xs, mask=None, carry=None):
   return jrnn.unroll(CELL, PARAMS, xs, carry, mask=mask)
 
 
-@pytest.mark.parametrize("xs,etype,pattern", [
-    (jnp.ones((2, 5, 3)), ValueError, r"xs must have shape \[T, input_size\] = \[T, 3\], got shape \(2, 5, 3\).*jax.vmap"),
+@pytest.mark.parametrize(
+  "xs,etype,pattern",
+  [
+    (
+      jnp.ones((2, 5, 3)),
+      ValueError,
+      r"xs must have shape \[T, input_size\] = \[T, 3\], got shape \(2, 5, 3\).*jax.vmap",
+    ),
     (jnp.ones((3,)), ValueError, r"xs must have shape \[T, input_size\].*got shape \(3,\)"),
     (jnp.ones((5, 2)), ValueError, r"xs has 2 features \(shape \(5, 2\)\).*expect input_size=3.*\[5, 3\]"),
     (jnp.ones((0, 3)), ValueError, r"xs is an empty sequence \(shape \(0, 3\)\)"),
     (jnp.ones((5, 3), jnp.int32), TypeError, r"xs must be a floating array, got dtype int32"),
-])
+  ],
+)
 def test_bad_xs(xs, etype, pattern):
   t, msg = _both(unroll, xs)
   assert t is etype

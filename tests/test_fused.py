@@ -17,7 +17,8 @@ def _setup(name, dtype=jnp.float64, B=4, T=7, I=3, H=5):
   params = cell.init(jax.random.key(0), I)
   # Non-zero biases everywhere (GRU's b_hn included), so a bias gradient in the wrong place shows.
   params = jax.tree_util.tree_map(
-      lambda x: x + 0.2 * jax.random.normal(jax.random.key(x.size), x.shape, x.dtype), params)
+    lambda x: x + 0.2 * jax.random.normal(jax.random.key(x.size), x.shape, x.dtype), params
+  )
   xs = jax.random.normal(jax.random.key(1), (B, T, I), dtype)
   mask = jnp.asarray(np.random.default_rng(0).random((B, T)) > 0.3)
   return cell, params, xs, mask
@@ -25,12 +26,14 @@ def _setup(name, dtype=jnp.float64, B=4, T=7, I=3, H=5):
 
 def _loss(cell, batched, **options):
   """A loss that uses every output and the final carry, through unroll_batch or vmap(unroll)."""
+
   def loss(params, xs, mask):
     if batched:
       carry, hs = jrnn.unroll_batch(cell, params, xs, mask=mask, **options)
     else:
       carry, hs = jax.vmap(lambda x, m: jrnn.unroll(cell, params, x, mask=m, **options))(xs, mask)
-    return jnp.sum(jnp.sin(hs)) + sum(jnp.sum(c ** 2) for c in jax.tree_util.tree_leaves(carry))
+    return jnp.sum(jnp.sin(hs)) + sum(jnp.sum(c**2) for c in jax.tree_util.tree_leaves(carry))
+
   return loss
 
 
@@ -44,18 +47,27 @@ def test_fused_gradients_equal_autodiff_in_float64(x64, name, reverse, masked, p
   mask = mask if masked else jnp.ones(mask.shape, bool)
   want = jax.grad(_loss(cell, False, reverse=reverse), (0, 1))(params, xs, mask)
   got = jax.jit(jax.grad(_loss(cell, batched, reverse=reverse, projection=projection, vjp="fused"), (0, 1)))(
-      params, xs, mask)
+    params, xs, mask
+  )
   chex.assert_trees_all_close(got, want, rtol=1e-12, atol=1e-12)
   # and the forward values are the plain scan's
-  chex.assert_trees_all_close(_loss(cell, batched, vjp="fused")(params, xs, mask),
-                              _loss(cell, False)(params, xs, mask), rtol=1e-13)
+  chex.assert_trees_all_close(
+    _loss(cell, batched, vjp="fused")(params, xs, mask), _loss(cell, False)(params, xs, mask), rtol=1e-13
+  )
 
 
 @pytest.mark.parametrize("name", list(CELLS))
 def test_fused_gradients_pass_finite_differences(x64, name):
   cell, params, xs, mask = _setup(name, B=2, T=4)
-  check_grads(lambda p, x: _loss(cell, True, vjp="fused")(p, x, mask), (params, xs), order=1, modes=["rev"],
-              eps=1e-6, atol=1e-6, rtol=1e-6)
+  check_grads(
+    lambda p, x: _loss(cell, True, vjp="fused")(p, x, mask),
+    (params, xs),
+    order=1,
+    modes=["rev"],
+    eps=1e-6,
+    atol=1e-6,
+    rtol=1e-6,
+  )
 
 
 @pytest.mark.parametrize("name", list(CELLS))
@@ -69,9 +81,11 @@ def test_fused_gradients_match_autodiff_to_float32_rounding(name):
 def test_per_example_gradients_under_vmap_are_not_summed(x64):
   """vmap(grad(...)) with vjp="fused" gives one gradient per sequence, as autodiff does."""
   cell, params, xs, mask = _setup("gru")
+
   def per_example(options):
     loss = lambda p, x: jnp.sum(jnp.tanh(jrnn.unroll(cell, p, x, **options)[1]))
     return jax.vmap(jax.grad(loss), (None, 0))(params, xs)
+
   got, want = per_example({"vjp": "fused"}), per_example({})
   assert got.wh.shape == (4,) + params.wh.shape
   chex.assert_trees_all_close(got, want, rtol=1e-12, atol=1e-12)

@@ -15,8 +15,7 @@ def _xs(T=7, I=3, seed=1):
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_stack_layerwise_equals_stepping_all_layers(x64, reverse):
-  cell = jrnn.stack([jrnn.lstm(4, dtype=jnp.float64), jrnn.gru(5, dtype=jnp.float64),
-                     jrnn.elman(2, dtype=jnp.float64)])
+  cell = jrnn.stack([jrnn.lstm(4, dtype=jnp.float64), jrnn.gru(5, dtype=jnp.float64), jrnn.elman(2, dtype=jnp.float64)])
   params = cell.init(jax.random.key(0), 3)
   xs = _xs()
   mask = jnp.array([1, 1, 0, 1, 0, 1, 1], bool)
@@ -24,7 +23,7 @@ def test_stack_layerwise_equals_stepping_all_layers(x64, reverse):
   # Reference: cell.step (every layer per time step) in a Python loop.
   c = cell.initial_carry(params)
   outs = [None] * 7
-  for t in (range(6, -1, -1) if reverse else range(7)):
+  for t in range(6, -1, -1) if reverse else range(7):
     new_c, h = cell.step(params, c, xs[t])
     if mask[t]:
       c, outs[t] = new_c, h
@@ -75,8 +74,9 @@ def test_bidirectional_right_padding_equals_unpadded(x64, make):
 
 
 def test_stack_of_bidirectional_layers_like_torch_layout(x64):
-  cell = jrnn.stack([jrnn.bidirectional(jrnn.lstm(4, dtype=jnp.float64)),
-                     jrnn.bidirectional(jrnn.lstm(4, dtype=jnp.float64))])
+  cell = jrnn.stack(
+    [jrnn.bidirectional(jrnn.lstm(4, dtype=jnp.float64)), jrnn.bidirectional(jrnn.lstm(4, dtype=jnp.float64))]
+  )
   params = cell.init(jax.random.key(0), 3)
   assert params[1].forward.wx.shape == (8, 16)  # layer 2 reads both directions
   xs = _xs()

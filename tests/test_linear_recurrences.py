@@ -35,8 +35,8 @@ def min_lstm_step(p, h, x, log_space=False):
   wx, b = (np.asarray(a, np.float64) for a in p)
   H = h.shape[0]
   k = x @ wx + b
-  f, i = ref.sigmoid(k[:H]), ref.sigmoid(k[H:2 * H])
-  cand = _g(k[2 * H:]) if log_space else k[2 * H:]
+  f, i = ref.sigmoid(k[:H]), ref.sigmoid(k[H : 2 * H])
+  cand = _g(k[2 * H :]) if log_space else k[2 * H :]
   h = f / (f + i) * h + i / (f + i) * cand
   return h, h
 
@@ -50,13 +50,17 @@ def lru_step(p, x_state, u):
 
 
 CELLS = {
-    "min_gru": (lambda dt: jrnn.min_gru(4, dtype=dt), min_gru_step),
-    "min_gru_log": (lambda dt: jrnn.min_gru(4, log_space=True, dtype=dt),
-                    functools.partial(min_gru_step, log_space=True)),
-    "min_lstm": (lambda dt: jrnn.min_lstm(4, dtype=dt), min_lstm_step),
-    "min_lstm_log": (lambda dt: jrnn.min_lstm(4, log_space=True, dtype=dt),
-                     functools.partial(min_lstm_step, log_space=True)),
-    "lru": (lambda dt: jrnn.lru(4, state_size=5, r_min=0.4, r_max=0.95, dtype=dt), lru_step),
+  "min_gru": (lambda dt: jrnn.min_gru(4, dtype=dt), min_gru_step),
+  "min_gru_log": (
+    lambda dt: jrnn.min_gru(4, log_space=True, dtype=dt),
+    functools.partial(min_gru_step, log_space=True),
+  ),
+  "min_lstm": (lambda dt: jrnn.min_lstm(4, dtype=dt), min_lstm_step),
+  "min_lstm_log": (
+    lambda dt: jrnn.min_lstm(4, log_space=True, dtype=dt),
+    functools.partial(min_lstm_step, log_space=True),
+  ),
+  "lru": (lambda dt: jrnn.lru(4, state_size=5, r_min=0.4, r_max=0.95, dtype=dt), lru_step),
 }
 # The compiled test functions are tiny; LLVM's optimisations only cost compile time here.
 jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
@@ -97,7 +101,7 @@ def test_unroll_and_step_match_numpy_reference(x64, name):
 COMBOS = [(masked, reverse) for masked in (False, True) for reverse in (False, True)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _both_scans(name, dtype):
   """(carry, hs, grads) from each algorithm for every mask/reverse combination.
 
@@ -154,7 +158,7 @@ def test_log_space_scan_agrees_with_plain_form_on_long_sequences():
     params = cell.init(jax.random.key(0), I)
     params = params._replace(b=params.b - 1.0)
     xs = 2.0 * jax.random.normal(jax.random.key(1), (2000, I), jnp.float32)
-    _, hs = jit(lambda p, x: jrnn.unroll(cell, p, x, scan="associative"))(params, xs)
+    _, hs = jit(lambda p, x, cell=cell: jrnn.unroll(cell, p, x, scan="associative"))(params, xs)
     _, want = ref.run(functools.partial(step, params), np.zeros(4), np.asarray(xs, np.float64))
     chex.assert_tree_all_finite(hs)
     np.testing.assert_allclose(hs, want, rtol=2e-4, atol=1e-5, err_msg=name)
@@ -166,8 +170,8 @@ def test_log_coefficients_are_the_logs_of_the_plain_coefficients(x64):
     log_a, log_b = cell.kind.coefficients(params, cell.kind.project(params, xs))
     _, step = CELLS[name]
     xs64, H = np.asarray(xs), 4
-    b = np.stack([step(params, np.zeros(H), x)[0] for x in xs64])             # h=0 gives b
-    a = np.stack([step(params, np.ones(H), x)[0] for x in xs64]) - b          # h=1 gives a + b
+    b = np.stack([step(params, np.zeros(H), x)[0] for x in xs64])  # h=0 gives b
+    a = np.stack([step(params, np.ones(H), x)[0] for x in xs64]) - b  # h=1 gives a + b
     np.testing.assert_allclose(jnp.exp(log_b), b, rtol=1e-12)
     np.testing.assert_allclose(jnp.exp(log_a), a, rtol=1e-10)
 
@@ -183,7 +187,7 @@ def test_lru_ring_initialisation(x64, r_min, r_max, max_phase):
   # |λ|² uniform on [r_min², r_max²]: mean and variance of the uniform law, to ~4 standard errors.
   lo, hi = r_min**2, r_max**2
   np.testing.assert_allclose(np.mean(mod**2), (lo + hi) / 2, atol=4 * (hi - lo) / math.sqrt(12 * N))
-  np.testing.assert_allclose(np.var(mod**2), (hi - lo)**2 / 12, rtol=0.1)
+  np.testing.assert_allclose(np.var(mod**2), (hi - lo) ** 2 / 12, rtol=0.1)
   phase = np.exp(np.asarray(params.theta_log))
   assert np.all((phase >= 0) & (phase <= max_phase))
   np.testing.assert_allclose(np.mean(phase), max_phase / 2, atol=4 * max_phase / math.sqrt(12 * N))
@@ -213,8 +217,10 @@ def test_associative_on_a_nonlinear_cell_raises_naming_it():
   with pytest.raises(ValueError, match="scan must be one of"):
     jrnn.unroll(cell, params, jnp.ones((4, 2)), scan="parallel")
   # "auto" runs a nonlinear cell sequentially: the same numbers as the default.
-  np.testing.assert_array_equal(jrnn.unroll(cell, params, jnp.ones((4, 2)), scan="auto")[1],
-                                jrnn.unroll(cell, params, jnp.ones((4, 2)), scan="sequential")[1])
+  np.testing.assert_array_equal(
+    jrnn.unroll(cell, params, jnp.ones((4, 2)), scan="auto")[1],
+    jrnn.unroll(cell, params, jnp.ones((4, 2)), scan="sequential")[1],
+  )
 
 
 def test_auto_rule():
@@ -249,7 +255,7 @@ def test_vmap_and_jit_with_masks(x64):
     np.testing.assert_allclose(hs[b], h, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(carries[b], c, rtol=1e-10, atol=1e-12)
     # The final carry of a right-padded sequence is the carry at its last real step.
-    c_short, _ = jrnn.unroll(cell, params, xs[b, :int(lengths[b])], scan="sequential")
+    c_short, _ = jrnn.unroll(cell, params, xs[b, : int(lengths[b])], scan="sequential")
     np.testing.assert_allclose(carries[b], c_short, rtol=1e-10, atol=1e-12)
 
 
@@ -262,7 +268,8 @@ def test_stacked_blocks_and_bidirectional_pass_scan_through(x64):
   params = deep.init(jax.random.key(0), I)
   xs = jax.random.normal(jax.random.key(1), (T, I), f64)
   (c_seq, hs_seq), (c_par, hs_par) = jit(
-      lambda p, x: [jrnn.unroll(deep, p, x, scan=s) for s in ("sequential", "associative")])(params, xs)
+    lambda p, x: [jrnn.unroll(deep, p, x, scan=s) for s in ("sequential", "associative")]
+  )(params, xs)
   chex.assert_trees_all_close((c_par, hs_par), (c_seq, hs_seq), rtol=1e-10, atol=1e-12)
   step_fn, c, outs = jit(deep.step), deep.initial_carry(params), []
   for x in xs:
@@ -282,7 +289,8 @@ def test_stacked_blocks_and_bidirectional_pass_scan_through(x64):
   bp = bi.init(jax.random.key(2), I)
   mask = jnp.asarray(MASK)
   seq, par = jit(lambda p, x, m: [jrnn.unroll(bi, p, x, mask=m, scan=s) for s in ("sequential", "associative")])(
-      bp, xs, mask)
+    bp, xs, mask
+  )
   chex.assert_trees_all_close(par, seq, rtol=1e-10, atol=1e-12)
   _, want_fwd = ref.run(functools.partial(min_lstm_step, bp.forward), np.zeros(3), np.asarray(xs), MASK)
   _, want_bwd = ref.run(functools.partial(min_lstm_step, bp.backward), np.zeros(3), np.asarray(xs), MASK, reverse=True)

@@ -68,8 +68,7 @@ def test_one_to_many_equals_feedback_loop(x64, feedback):
 def test_one_to_many_sampling_is_deterministic_per_key_and_follows_temperature():
   cell, p, head, hp = _model(jrnn.gru, dtype=jnp.float32)
   x0 = jnp.array([0.0, 1.0, 0.0])
-  run = jax.jit(lambda k, t: jrnn.one_to_many(cell, p, head, hp, x0, 50, feedback="sample", key=k,
-                                              temperature=t)[2])
+  run = jax.jit(lambda k, t: jrnn.one_to_many(cell, p, head, hp, x0, 50, feedback="sample", key=k, temperature=t)[2])
   a, b, c = run(jax.random.key(1), 1.0), run(jax.random.key(1), 1.0), run(jax.random.key(2), 1.0)
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)

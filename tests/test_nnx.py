@@ -17,11 +17,11 @@ import jrnn.nnx
 I, H, T, B = 3, 5, 7, 4
 
 CELLS = {
-    "elman": lambda: jrnn.elman(H),
-    "gru": lambda: jrnn.gru(H),
-    "lstm": lambda: jrnn.lstm(H),
-    # Both composites in one cell: an LSTM layer under a bidirectional GRU layer.
-    "stack_bidirectional": lambda: jrnn.stack([jrnn.lstm(H), jrnn.bidirectional(jrnn.gru(H))]),
+  "elman": lambda: jrnn.elman(H),
+  "gru": lambda: jrnn.gru(H),
+  "lstm": lambda: jrnn.lstm(H),
+  # Both composites in one cell: an LSTM layer under a bidirectional GRU layer.
+  "stack_bidirectional": lambda: jrnn.stack([jrnn.lstm(H), jrnn.bidirectional(jrnn.gru(H))]),
 }
 
 
@@ -82,8 +82,9 @@ def test_batch_with_mask_and_carry_equals_unroll(name):
   hs, (carry, hs2) = run(model, xs, c0, mask)
   (ref_carry, ref_hs), (ref_carry_3, ref_hs_3) = ref(params, xs, c0, mask)
   chex.assert_trees_all_equal((carry, hs, hs2), (ref_carry, ref_hs, ref_hs))
-  chex.assert_trees_all_close((jax.tree.map(lambda c: c[3], carry), hs[3]), (ref_carry_3, ref_hs_3),
-                              rtol=1e-6, atol=1e-6)
+  chex.assert_trees_all_close(
+    (jax.tree.map(lambda c: c[3], carry), hs[3]), (ref_carry_3, ref_hs_3), rtol=1e-6, atol=1e-6
+  )
   # Masked steps give zero rows.
   np.testing.assert_array_equal(np.asarray(hs)[~np.asarray(mask)], 0.0)
 
@@ -108,7 +109,8 @@ def test_from_params_round_trip_and_state_paths():
   # initial_carry is cell.initial_carry, broadcast over a batch when asked.
   chex.assert_trees_all_equal(model.initial_carry(), cell.initial_carry(params))
   chex.assert_trees_all_equal(
-      model.initial_carry(B), jax.tree.map(lambda c: jnp.stack([c] * B), cell.initial_carry(params)))
+    model.initial_carry(B), jax.tree.map(lambda c: jnp.stack([c] * B), cell.initial_carry(params))
+  )
 
 
 class _Tagger(nnx.Module):
@@ -149,7 +151,8 @@ def test_gradients_equal_pure_gradients():
   xs, mask, ys = _data()
   loss, grads = nnx.jit(nnx.value_and_grad(_nnx_loss))(model, xs, mask, ys)
   ref_loss, ref_grads = jax.jit(jax.value_and_grad(lambda p: _pure_loss(model.rnn.cell, p, xs, mask, ys)))(
-      _pure_params(model))
+    _pure_params(model)
+  )
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
   # Merged into the model's graph, the grads come back in the cell's NamedTuples.
   grad_model = nnx.merge(nnx.graphdef(model), grads)
@@ -163,7 +166,7 @@ def test_gradients_equal_pure_gradients():
 @pytest.mark.standard_promotion
 def test_nnx_optimizer_training_matches_pure_loop():
   steps = 15
-  make_tx = lambda: optax.adam(1e-2)  # noqa: E731
+  make_tx = lambda: optax.adam(1e-2)
   model = _Tagger(nnx.Rngs(0))
   cell = model.rnn.cell
   xs, mask, ys = _data()
@@ -233,6 +236,8 @@ def test_errors():
 
 
 def test_import_jrnn_does_not_import_flax():
-  code = ("import sys, jrnn; assert 'flax' not in sys.modules; "
-          "m = jrnn.nnx; assert 'flax.nnx' in sys.modules and m.RNN.__module__ == 'jrnn.nnx'")
+  code = (
+    "import sys, jrnn; assert 'flax' not in sys.modules; "
+    "m = jrnn.nnx; assert 'flax.nnx' in sys.modules and m.RNN.__module__ == 'jrnn.nnx'"
+  )
   subprocess.run([sys.executable, "-c", code], check=True)

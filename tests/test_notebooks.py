@@ -5,7 +5,6 @@ equations, jax.grad); here we execute them with nbclient in fast mode (JRNN_FAST
 fewer training steps, every cell still runs).
 """
 
-import os
 import pathlib
 
 import nbclient
@@ -22,8 +21,7 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_outputs_are_cleared(path):
   nb = nbformat.read(path, as_version=4)
-  dirty = [i for i, c in enumerate(nb.cells)
-           if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
+  dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
   assert dirty == [], f"{path.name}: cells {dirty} have outputs; clear them before committing"
 
 
@@ -32,8 +30,9 @@ def test_notebook_runs(path, monkeypatch):
   monkeypatch.setenv("JRNN_FAST", "1")
   monkeypatch.setenv("MPLBACKEND", "Agg")
   nb = nbformat.read(path, as_version=4)
-  client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                   resources={"metadata": {"path": str(path.parent)}})
+  client = nbclient.NotebookClient(
+    nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+  )
   client.execute()
   errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
   assert errors == []

@@ -43,17 +43,18 @@ HEAD_PARAMS = HEAD.init(jax.random.key(1), H)
 XS = jnp.ones((T, I))
 
 ENTRY_POINTS = {
-    "unroll": lambda p, **o: jrnn.unroll(CELL, p, XS, **o)[1],
-    "unroll_batch": lambda p, **o: jrnn.unroll_batch(CELL, p, XS[None], **o)[1],
-    "many_to_many": lambda p, **o: jrnn.many_to_many(CELL, p, HEAD, HEAD_PARAMS, XS, **o)[1],
-    "many_to_one": lambda p, **o: jrnn.many_to_one(CELL, p, XS, **o)[1],
-    "encoder_decoder": lambda p, **o: jrnn.encoder_decoder(CELL, p, CELL, p, HEAD, HEAD_PARAMS, XS,
-                                                           decoder_inputs=XS, **o)[1],
-    "stack": lambda p, **o: jrnn.unroll(jrnn.stack([CELL, CELL]), (p, jrnn.lstm(H).init(jax.random.key(2), H)),
-                                        XS, **o)[1],
-    "bidirectional": lambda p, **o: jrnn.unroll(jrnn.bidirectional(CELL), jrnn.BidirectionalParams(p, p), XS,
-                                                **o)[1],
-    "nnx.RNN": lambda p, **o: jrnn.nnx.RNN.from_params(CELL, p, **o)(XS),
+  "unroll": lambda p, **o: jrnn.unroll(CELL, p, XS, **o)[1],
+  "unroll_batch": lambda p, **o: jrnn.unroll_batch(CELL, p, XS[None], **o)[1],
+  "many_to_many": lambda p, **o: jrnn.many_to_many(CELL, p, HEAD, HEAD_PARAMS, XS, **o)[1],
+  "many_to_one": lambda p, **o: jrnn.many_to_one(CELL, p, XS, **o)[1],
+  "encoder_decoder": lambda p, **o: jrnn.encoder_decoder(
+    CELL, p, CELL, p, HEAD, HEAD_PARAMS, XS, decoder_inputs=XS, **o
+  )[1],
+  "stack": lambda p, **o: jrnn.unroll(jrnn.stack([CELL, CELL]), (p, jrnn.lstm(H).init(jax.random.key(2), H)), XS, **o)[
+    1
+  ],
+  "bidirectional": lambda p, **o: jrnn.unroll(jrnn.bidirectional(CELL), jrnn.BidirectionalParams(p, p), XS, **o)[1],
+  "nnx.RNN": lambda p, **o: jrnn.nnx.RNN.from_params(CELL, p, **o)(XS),
 }
 
 
@@ -74,10 +75,10 @@ def test_associative_scan_reaches_linear_cells(entry):
   cell = jrnn.min_gru(H)
   params = cell.init(jax.random.key(0), I)
   fns = {
-      "unroll": lambda **o: jrnn.unroll(cell, params, XS, **o)[1],
-      "many_to_many": lambda **o: jrnn.many_to_many(cell, params, HEAD, HEAD_PARAMS, XS, **o)[1],
-      "stack": lambda **o: jrnn.unroll(jrnn.stack([cell]), (params,), XS, **o)[1],
-      "nnx.RNN": lambda **o: jrnn.nnx.RNN.from_params(cell, params, **o)(XS),
+    "unroll": lambda **o: jrnn.unroll(cell, params, XS, **o)[1],
+    "many_to_many": lambda **o: jrnn.many_to_many(cell, params, HEAD, HEAD_PARAMS, XS, **o)[1],
+    "stack": lambda **o: jrnn.unroll(jrnn.stack([cell]), (params,), XS, **o)[1],
+    "nnx.RNN": lambda **o: jrnn.nnx.RNN.from_params(cell, params, **o)(XS),
   }
   fn = fns[entry]
   assert "scan" in primitives(jax.make_jaxpr(lambda: fn(scan="sequential"))().jaxpr)
@@ -86,8 +87,10 @@ def test_associative_scan_reaches_linear_cells(entry):
 
 def test_one_to_many_and_diagnostics_take_unroll_and_remat():
   def generate(p, **o):
-    return jrnn.one_to_many(jrnn.elman(2), p, jrnn.linear(2), jrnn.linear(2).init(jax.random.key(1), 2),
-                            jnp.ones(2), 5, **o)[1]
+    return jrnn.one_to_many(
+      jrnn.elman(2), p, jrnn.linear(2), jrnn.linear(2).init(jax.random.key(1), 2), jnp.ones(2), 5, **o
+    )[1]
+
   p = jrnn.elman(2).init(jax.random.key(0), 2)
   assert not grad_primitives(generate, p) & REMAT
   assert grad_primitives(lambda q: generate(q, remat="step"), p) & REMAT
@@ -112,8 +115,11 @@ def test_options_value_is_the_keyword_arguments():
 
 def test_params_of_another_cell_are_a_clear_error():
   lstm_params = jrnn.lstm(8).init(jax.random.key(0), 3)
-  with pytest.raises(ValueError, match=r"jrnn.unroll: the params do not belong to jrnn.gru: got LSTMParams.*"
-                                       r"makes GRUParams"):
+  with pytest.raises(
+    ValueError,
+    match=r"jrnn.unroll: the params do not belong to jrnn.gru: got LSTMParams.*"
+    r"makes GRUParams",
+  ):
     jrnn.unroll(jrnn.gru(8), lstm_params, jnp.ones((5, 3)))
   with pytest.raises(ValueError, match=r"jrnn.unroll_batch: the params do not belong to jrnn.elman"):
     jrnn.unroll_batch(jrnn.elman(8), lstm_params, jnp.ones((2, 5, 3)))

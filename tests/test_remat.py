@@ -26,11 +26,10 @@ def test_remat_changes_nothing_but_memory(x64, remat, reverse, projection):
 
   def loss(params, xs, remat):
     carry, hs = jrnn.unroll_batch(cell, params, xs, mask=mask, reverse=reverse, remat=remat, projection=projection)
-    return jnp.sum(jnp.sin(hs)) + jnp.sum(carry.c ** 2), hs
+    return jnp.sum(jnp.sin(hs)) + jnp.sum(carry.c**2), hs
 
   (want, want_hs), want_g = jax.value_and_grad(loss, (0, 1), has_aux=True)(params, xs, None)
-  (got, got_hs), got_g = jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True), static_argnums=2)(
-      params, xs, remat)
+  (got, got_hs), got_g = jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True), static_argnums=2)(params, xs, remat)
   chex.assert_trees_all_close((got, got_hs), (want, want_hs), rtol=1e-13, atol=1e-13)
   chex.assert_trees_all_close(got_g, want_g, rtol=1e-12, atol=1e-12)
 

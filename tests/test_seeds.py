@@ -1,14 +1,15 @@
 """The seeds' worked examples: the 2-3-2 network by hand, and "dogs" trained with SGD and Adam."""
 
 import jax
-import pytest
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import jrnn
 from jrnn.apps import demo
-from jrnn.tasks import DOGS_VOCAB, dogs
+from jrnn.tasks import DOGS_VOCAB
+from jrnn.tasks import dogs
 
 
 def test_2_3_2_network_forward_by_hand(x64):
@@ -20,8 +21,9 @@ def test_2_3_2_network_forward_by_hand(x64):
   sig = lambda z: 1.0 / (1.0 + np.exp(-z))
   a1, want = np.zeros(3), []
   for t in range(3):
-    z1 = [sum(xs[t, i] * Wxh[i, j] for i in range(2)) + sum(a1[k] * Whh[k, j] for k in range(3)) + b1[j]
-          for j in range(3)]
+    z1 = [
+      sum(xs[t, i] * Wxh[i, j] for i in range(2)) + sum(a1[k] * Whh[k, j] for k in range(3)) + b1[j] for j in range(3)
+    ]
     a1 = sig(np.array(z1))
     z2 = [sum(a1[j] * Why[j, m] for j in range(3)) + b2[m] for m in range(2)]
     want.append(sig(np.array(z2)))

@@ -15,11 +15,13 @@ import jrnn
 from tests import reference as ref
 
 CELLS = {
-    "elman": (lambda: jrnn.elman(5, dtype=jnp.float64), ref.elman_step),
-    "elman_relu": (lambda: jrnn.elman(5, activation="relu", dtype=jnp.float64),
-                   functools.partial(ref.elman_step, activation="relu")),
-    "gru": (lambda: jrnn.gru(5, dtype=jnp.float64), ref.gru_step),
-    "lstm": (lambda: jrnn.lstm(5, dtype=jnp.float64), ref.lstm_step),
+  "elman": (lambda: jrnn.elman(5, dtype=jnp.float64), ref.elman_step),
+  "elman_relu": (
+    lambda: jrnn.elman(5, activation="relu", dtype=jnp.float64),
+    functools.partial(ref.elman_step, activation="relu"),
+  ),
+  "gru": (lambda: jrnn.gru(5, dtype=jnp.float64), ref.gru_step),
+  "lstm": (lambda: jrnn.lstm(5, dtype=jnp.float64), ref.lstm_step),
 }
 
 
@@ -133,7 +135,7 @@ def test_vmap_equals_loop_over_batch(name):
   for i in range(4):
     carry_i, hs_i = single(xs[i], masks[i])
     np.testing.assert_allclose(hs_b[i], hs_i, rtol=1e-6, atol=1e-6)
-    chex.assert_trees_all_close(jax.tree.map(lambda a: a[i], carry_b), carry_i, rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], carry_b), carry_i, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("unroll", [1, 3, 16])
@@ -157,8 +159,9 @@ def test_no_retrace_for_same_shapes():
     return jrnn.unroll(cell, params, xs, mask=mask)[1].sum()
 
   chex.clear_trace_counter()
-  values = [float(run(params, jax.random.normal(jax.random.key(i), (12, 4)), jnp.arange(12) < 12 - i))
-            for i in range(4)]
+  values = [
+    float(run(params, jax.random.normal(jax.random.key(i), (12, 4)), jnp.arange(12) < 12 - i)) for i in range(4)
+  ]
   assert len(set(values)) == 4  # different inputs, one trace
 
 
@@ -176,9 +179,14 @@ def test_grads_match_finite_differences(x64, name):
 
 @hypothesis.settings(max_examples=15, deadline=None)
 @hypothesis.given(
-    T=st.integers(1, 12), I=st.integers(1, 5), H=st.integers(1, 6),
-    cell_name=st.sampled_from(["elman", "gru", "lstm"]), reverse=st.booleans(),
-    mask_bits=st.lists(st.booleans(), min_size=12, max_size=12), seed=st.integers(0, 2**16))
+  T=st.integers(1, 12),
+  I=st.integers(1, 5),
+  H=st.integers(1, 6),
+  cell_name=st.sampled_from(["elman", "gru", "lstm"]),
+  reverse=st.booleans(),
+  mask_bits=st.lists(st.booleans(), min_size=12, max_size=12),
+  seed=st.integers(0, 2**16),
+)
 def test_hypothesis_shapes_and_masks_match_loop(T, I, H, cell_name, reverse, mask_bits, seed):
   jax.config.update("jax_enable_x64", True)
   try:
@@ -208,8 +216,7 @@ def _dots(cell, projection):
   jaxpr = jax.make_jaxpr(lambda p, x: jrnn.unroll(cell, p, x, projection=projection))(params, xs)
   outer = [tuple(e.outvars[0].aval.shape) for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
   scan = next(e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan")
-  inner = [tuple(e.outvars[0].aval.shape) for e in scan.params["jaxpr"].jaxpr.eqns
-           if e.primitive.name == "dot_general"]
+  inner = [tuple(e.outvars[0].aval.shape) for e in scan.params["jaxpr"].jaxpr.eqns if e.primitive.name == "dot_general"]
   return outer, inner
 
 
@@ -236,6 +243,7 @@ def test_per_step_projection_runs_inside_the_scan():
 def test_auto_projection_follows_the_backend_table(monkeypatch):
   """projection="auto" is AUTO_PROJECTION[backend]: per-step on CPU (measured), hoisted elsewhere."""
   from jrnn import _options
+
   assert _options.projection(jrnn.Options()) == _options.AUTO_PROJECTION[jax.default_backend()]
   monkeypatch.setattr(_options, "AUTO_PROJECTION", {})
   assert _options.projection(jrnn.Options()) == "hoisted"

@@ -9,21 +9,26 @@ import pytest
 import jrnn
 
 
-@pytest.mark.parametrize("make", [lambda: jrnn.lstm(5, dtype=jnp.float64),
-                                  lambda: jrnn.stack([jrnn.gru(4, dtype=jnp.float64),
-                                                      jrnn.bidirectional(jrnn.elman(3, dtype=jnp.float64))]),
-                                  lambda: jrnn.min_gru(4, dtype=jnp.float64)])
+@pytest.mark.parametrize(
+  "make",
+  [
+    lambda: jrnn.lstm(5, dtype=jnp.float64),
+    lambda: jrnn.stack([jrnn.gru(4, dtype=jnp.float64), jrnn.bidirectional(jrnn.elman(3, dtype=jnp.float64))]),
+    lambda: jrnn.min_gru(4, dtype=jnp.float64),
+  ],
+)
 @pytest.mark.parametrize("vjp", ["autodiff", "fused"])
 def test_unroll_batch_is_vmap_of_unroll(x64, make, vjp):
   cell = make()
   params = cell.init(jax.random.key(0), 3)
   xs = jax.random.normal(jax.random.key(1), (4, 9, 3), jnp.float64)
-  if vjp == "fused" and cell.name == "jrnn.min_gru":   # no recurrent/update split: a clear error instead
+  if vjp == "fused" and cell.name == "jrnn.min_gru":  # no recurrent/update split: a clear error instead
     with pytest.raises(ValueError, match="jrnn.unroll_batch: vjp='fused' needs a cell split"):
       jrnn.unroll_batch(cell, params, xs, vjp=vjp)
     return
-  carry = jax.tree_util.tree_map(lambda c: jax.random.normal(jax.random.key(2), (4,) + c.shape, c.dtype),
-                                 cell.initial_carry(params))
+  carry = jax.tree_util.tree_map(
+    lambda c: jax.random.normal(jax.random.key(2), (4,) + c.shape, c.dtype), cell.initial_carry(params)
+  )
   mask = jnp.asarray(np.random.default_rng(0).random((4, 9)) > 0.3)
 
   def loss(params, xs, batched):
@@ -51,8 +56,11 @@ def test_default_carry_is_the_cells_initial_carry_for_every_sequence():
 def test_bad_batches_are_clear_errors():
   cell = jrnn.gru(4)
   params = cell.init(jax.random.key(0), 3)
-  with pytest.raises(ValueError, match=r"jrnn.unroll_batch: xs must have shape \[B, T, input_size\] = "
-                                       r"\[B, T, 3\], got shape \(5, 3\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"jrnn.unroll_batch: xs must have shape \[B, T, input_size\] = "
+    r"\[B, T, 3\], got shape \(5, 3\)",
+  ):
     jrnn.unroll_batch(cell, params, jnp.ones((5, 3)))
   with pytest.raises(ValueError, match=r"jrnn.unroll_batch: xs has 2 features"):
     jrnn.unroll_batch(cell, params, jnp.ones((2, 5, 2)))

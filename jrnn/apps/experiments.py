@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jrnn
+from jrnn import _checks
 from jrnn import losses
 from jrnn.tasks import COPY_CLASSES
 from jrnn.tasks import COPY_LENGTH
@@ -79,11 +80,7 @@ DEFAULTS = {
 }
 
 
-class ModelParams(NamedTuple):
-  """Params of a cell with a linear head."""
-
-  cell: Any
-  head: Any
+ModelParams = jrnn.ModelParams  # the cell's and the head's params
 
 
 class Experiment(NamedTuple):
@@ -133,10 +130,10 @@ def resolve(config: dict) -> dict:
   out.update({k: v for k, v in config.items() if v is not None})
   if out["cell"] not in CELLS:
     raise ConfigError(f"unknown cell {out['cell']!r}; choose one of {', '.join(CELLS)}.")
-  if isinstance(out["seed"], bool) or not isinstance(out["seed"], int) or out["seed"] < 0:
+  if not _checks.is_int_at_least(out["seed"], 0):
     raise ConfigError(f"--seed must be a non-negative integer, got {out['seed']!r}.")
   for name in ("hidden", "steps", "batch", "seq_len", "eval_every"):
-    if isinstance(out[name], bool) or not isinstance(out[name], int) or out[name] < 1:
+    if not _checks.is_positive_int(out[name]):
       raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {out[name]!r}.")
   if not (isinstance(out["lr"], (int, float)) and math.isfinite(out["lr"]) and out["lr"] > 0):
     raise ConfigError(f"--lr must be a positive number, got {out['lr']!r}.")

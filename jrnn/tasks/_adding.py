@@ -29,6 +29,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jrnn import _checks
+
 
 class AddingData(NamedTuple):
   """A batch of the adding problem.
@@ -47,14 +49,14 @@ def adding(key: jax.Array, batch_size: int, length: int, dtype=jnp.float32) -> A
 
   Deterministic for ``key``. ``length`` must be at least 2.
 
-  Example::
-
-    data = jrnn.tasks.adding(jax.random.key(0), 32, 100)   # xs [32, 100, 2], targets [32, 1]
+  Example:
+    >>> import jax, jrnn
+    >>> data = jrnn.tasks.adding(jax.random.key(0), 32, 100)
+    >>> data.xs.shape, data.targets.shape
+    ((32, 100, 2), (32, 1))
   """
-  if isinstance(length, bool) or not isinstance(length, int) or length < 2:
-    raise ValueError(f"jrnn.tasks.adding: length must be an int >= 2 (one marker per half), got {length!r}.")
-  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-    raise ValueError(f"jrnn.tasks.adding: batch_size must be a positive int, got {batch_size!r}.")
+  _checks.positive_int(length, "length (one marker per half)", "jrnn.tasks.adding", minimum=2)
+  _checks.positive_int(batch_size, "batch_size", "jrnn.tasks.adding")
   return _draw(key, batch_size, length, jnp.dtype(dtype))
 
 

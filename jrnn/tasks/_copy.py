@@ -32,6 +32,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jrnn import _checks
+
 COPY_CLASSES = 10
 COPY_SYMBOLS = 8
 COPY_LENGTH = 10
@@ -55,14 +57,14 @@ class CopyData(NamedTuple):
 def copy(key: jax.Array, batch_size: int, blanks: int, dtype=jnp.float32) -> CopyData:
   """Draws ``batch_size`` copy-task sequences with ``blanks = T >= 1`` (length ``T + 20``).
 
-  Example::
-
-    data = jrnn.tasks.copy(jax.random.key(0), 32, 100)   # xs [32, 120, 10], labels [32, 120]
+  Example:
+    >>> import jax, jrnn
+    >>> data = jrnn.tasks.copy(jax.random.key(0), 32, 100)
+    >>> data.xs.shape, data.labels.shape
+    ((32, 120, 10), (32, 120))
   """
-  if isinstance(blanks, bool) or not isinstance(blanks, int) or blanks < 1:
-    raise ValueError(f"jrnn.tasks.copy: blanks (T) must be a positive int, got {blanks!r}.")
-  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-    raise ValueError(f"jrnn.tasks.copy: batch_size must be a positive int, got {batch_size!r}.")
+  _checks.positive_int(blanks, "blanks (T)", "jrnn.tasks.copy")
+  _checks.positive_int(batch_size, "batch_size", "jrnn.tasks.copy")
   return _draw(key, batch_size, blanks, jnp.dtype(dtype))
 
 

@@ -27,6 +27,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jrnn import _checks
+
 
 class SunspotsData(NamedTuple):
   """Sunspot windows, standardised with training statistics.
@@ -73,8 +75,7 @@ def sunspots(window: int = 20, *, test_fraction: float = 0.2, values=None, years
     years, values = series()
   values = np.asarray(values, np.float64)
   years = np.arange(values.shape[0]) if years is None else np.asarray(years)
-  if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-    raise ValueError(f"jrnn.tasks.sunspots: window must be a positive int, got {window!r}.")
+  _checks.positive_int(window, "window", "jrnn.tasks.sunspots")
   n = values.shape[0]
   cut = int(round(n * (1.0 - test_fraction)))  # targets at index >= cut are test targets
   if cut - window < 1 or n - cut < 1:
