@@ -162,7 +162,13 @@ def state_jacobians(
   To compile it, mark the cell static: ``jax.jit(state_jacobians,
   static_argnums=0)``.
   """
-  xs, carry, opts = _checked(cell, params, xs, carry, "jrnn.diagnostics.state_jacobians", options)
+  fn = "jrnn.diagnostics.state_jacobians"
+  xs, carry, opts = _checked(cell, params, xs, carry, fn, options)
+  if any(jnp.iscomplexobj(c) for c in jax.tree_util.tree_leaves(carry)):
+    raise ValueError(
+      f"{fn}: {cell.name}'s carry is complex; the state Jacobian is defined here for real carries only "
+      "(loss_grad_norms works for complex carries)."
+    )
   T = xs.shape[0]
 
   def final_state(eps):

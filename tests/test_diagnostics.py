@@ -178,5 +178,47 @@ def test_errors_name_the_argument():
   bi = jrnn.bidirectional(jrnn.elman(3), jrnn.elman(3))
   with pytest.raises(ValueError, match="has no step"):
     diagnostics.jacobian_norms(bi, bi.init(jax.random.key(0), 2), xs)
+  lru = jrnn.lru(3)
+  with pytest.raises(ValueError, match="carry is complex"):
+    diagnostics.jacobian_norms(lru, lru.init(jax.random.key(0), 2), xs)
+  deep = jrnn.stack([jrnn.elman(3), jrnn.elman(3)])
+  with pytest.raises(ValueError, match="output is not a function of its state"):
+    diagnostics.loss_grad_norms(deep, deep.init(jax.random.key(0), 2), xs, lambda hs: jnp.sum(hs))
   with pytest.raises(ValueError, match="kind must be one of"):
     diagnostics.plot_norms({"elman": (cell, params)}, xs, kind="hessian")
+
+
+def test_loss_grad_norms_read_the_lru_output_from_its_state(x64):
+  """The LRU's output is Re(x C) + u D, not its complex state: the loss gradient follows that read-out."""
+  cell = jrnn.lru(3, state_size=5, dtype=jnp.float64)
+  params = cell.init(jax.random.key(0), 2)
+  xs = jax.random.normal(jax.random.key(1), (6, 2), jnp.float64)
+  w = jnp.linspace(-1.0, 1.0, 6 * 3, dtype=jnp.float64).reshape(6, 3)
+
+  def loss_fn(hs):
+    return jnp.sum(w * jnp.sin(2 * hs)) + jnp.sum(jnp.square(hs[-1]))
+
+  C = jax.lax.complex(params.c_re, params.c_im)
+
+  def output(s, u):  # the paper's read-out, written out here
+    return (s @ C).real + u @ params.d
+
+  states, hs = [], []
+  s = cell.initial_carry(params)
+  for x in xs:
+    s, h = cell.step(params, s, x)
+    states.append(s)
+    hs.append(h)
+  want = []
+  for t in range(xs.shape[0]):
+
+    def from_state(s, t=t):
+      outs = [*hs[:t], output(s, xs[t])]
+      for x in xs[t + 1 :]:
+        s, h = cell.step(params, s, x)
+        outs.append(h)
+      return loss_fn(jnp.stack(outs))
+
+    want.append(jnp.linalg.norm(jax.grad(from_state)(states[t])))
+  got = diagnostics.loss_grad_norms(cell, params, xs, loss_fn)
+  np.testing.assert_allclose(got, jnp.stack(want), rtol=1e-10)
