@@ -21,152 +21,22 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import functools
 import json
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 
-import jrnn
-from jrnn.apps.experiments import CELLS
+from jrnn.apps import bench_models
 
-GATES = {"elman": 1, "gru": 3, "lstm": 4}
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-  cell: str
-  hidden: int
-  length: int
-  batch: int = 32
-  input_size: int = 32
-  output_size: int = 32
-
-  def flops(self, mode: str) -> float:
-    B, I, H, O, T, G = self.batch, self.input_size, self.hidden, self.output_size, self.length, GATES[self.cell]
-    fwd = T * (2 * B * (I + H) * G * H + 2 * B * H * O)
-    return fwd if mode == "forward" else 3 * fwd
-
-
-def _data(cfg: Config, seed: int = 0):
-  rng = np.random.default_rng(seed)
-  xs = rng.normal(size=(cfg.batch, cfg.length, cfg.input_size)).astype(np.float32)
-  ys = rng.normal(size=(cfg.batch, cfg.length, cfg.output_size)).astype(np.float32)
-  return xs, ys
-
-
-# --- jrnn --------------------------------------------------------------------------------------
-
-
-def _jrnn_fns(cfg: Config, mode: str, unroll: int = 1, **options):
-  """jrnn's cell + linear head on the batch, ``jrnn.unroll_batch(..., **options)``."""
-  cell = CELLS[cfg.cell](cfg.hidden)
-  head = jrnn.linear(cfg.output_size)
-  k1, k2 = jax.random.split(jax.random.key(0))
-  params = (cell.init(k1, cfg.input_size), head.init(k2, cfg.hidden))
-
-  def forward(params, xs):
-    return head.apply(params[1], jrnn.unroll_batch(cell, params[0], xs, unroll=unroll, **options)[1])
-
-  return _jax_fns(forward, params, cfg, mode)
-
-
-def _jax_fns(forward, params, cfg, mode):
-  """Jitted forward or train step for a pure ``forward(params, xs)``; returns (call, lowered-args).
-
-  The train step is ``jrnn.train.make_step`` with Adam: forward, BPTT and the
-  update in one jitted program, the same for every JAX library here. It also
-  computes the gradient's global norm (its metrics), one reduction over the
-  params, which is small beside the scan.
-  """
-  xs, ys = (jnp.asarray(a) for a in _data(cfg))
-  if mode == "forward":
-    fn = jax.jit(forward)
-    args = (params, xs)
-  else:
-    opt = optax.adam(1e-3)
-
-    def loss_fn(params, batch):
-      xs, ys = batch
-      return jnp.mean(jnp.square(forward(params, xs) - ys))
-
-    fn = jax.jit(jrnn.train.make_step(loss_fn, opt))
-    args = (params, opt.init(params), (xs, ys))
-  return (lambda: jax.block_until_ready(fn(*args))), (fn, args)
-
-
-# --- flax --------------------------------------------------------------------------------------
-
-
-def _flax_fns(cfg: Config, mode: str, unroll: int = 1):
-  import flax.linen as nn
-
-  cell_cls = {"elman": nn.SimpleCell, "gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}[cfg.cell]
-
-  class Model(nn.Module):
-    @nn.compact
-    def __call__(self, xs):
-      return nn.Dense(cfg.output_size)(nn.RNN(cell_cls(cfg.hidden), unroll=unroll)(xs))
-
-  model = Model()
-  xs, _ = _data(cfg)
-  params = model.init(jax.random.key(0), jnp.asarray(xs[:, :1]))
-  return _jax_fns(model.apply, params, cfg, mode)
-
-
-# --- torch -------------------------------------------------------------------------------------
-
-
-def _torch_fns(cfg: Config, mode: str, unroll: int = 1):
-  del unroll
-  import torch
-
-  device = "cuda" if torch.cuda.is_available() and jax.default_backend() == "gpu" else "cpu"
-  torch.manual_seed(0)
-  rnn_cls = {"elman": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cfg.cell]
-  rnn = rnn_cls(cfg.input_size, cfg.hidden, batch_first=True).to(device)
-  head = torch.nn.Linear(cfg.hidden, cfg.output_size).to(device)
-  xs, ys = (torch.from_numpy(a).to(device) for a in _data(cfg))
-  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-  if mode == "forward":
-
-    def infer():
-      with torch.no_grad():
-        out = head(rnn(xs)[0])
-      sync()
-      return out
-
-    return infer, None
-  params = list(rnn.parameters()) + list(head.parameters())
-  opt = torch.optim.Adam(params, lr=1e-3)
-
-  def train_step():
-    opt.zero_grad(set_to_none=True)
-    loss = torch.mean((head(rnn(xs)[0]) - ys) ** 2)
-    loss.backward()
-    opt.step()
-    sync()
-    return loss
-
-  return train_step, None
-
-
-# jrnn with the defaults, and variants with one option changed (levers under measurement, NOTES.md).
-LIBRARIES: dict[str, Callable] = {
-  "jrnn": _jrnn_fns,
-  "jrnn_hoisted": functools.partial(_jrnn_fns, projection="hoisted"),
-  "jrnn_perstep": functools.partial(_jrnn_fns, projection="per_step"),
-  "jrnn_fused": functools.partial(_jrnn_fns, vjp="fused"),
-  "flax": _flax_fns,
-  "torch": _torch_fns,
-}
+GATES = bench_models.GATES
+Config = bench_models.Config
+LIBRARIES = bench_models.LIBRARIES
+_jrnn_fns = bench_models.jrnn_fns
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
