@@ -74,8 +74,10 @@ def sequence(cell, params, carry, xs, mask, options):
 
 
 def batch_sequence(cell, params, carry, xs, mask, options):
-  """The fused layer on a batch: ``carry`` leaves ``[B, ...]``, ``xs: [B, T, I]``, ``mask: [B, T]``."""
-  check_cell(cell, "jrnn.unroll")
+  """The fused layer on a batch: ``carry`` leaves ``[B, ...]``, ``xs: [B, T, I]``, ``mask: [B, T]``.
+
+  The driver has checked the cell with :func:`check_cell` (``jrnn._unroll.algorithm``).
+  """
   layer = _layer(cell.kind, _options.projection(options) == "per_step", options.reverse, options.unroll)
   return layer(params, carry, xs, mask)
 

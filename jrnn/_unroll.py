@@ -165,13 +165,17 @@ def unroll_batch(
         f"{tuple(xs.shape)} (rank {xs.ndim}). For one sequence use jrnn.unroll."
       )
     B = xs.shape[0]
-    for what, tree in (("carry", carry), ("mask", mask)):
-      for leaf in jax.tree_util.tree_leaves(tree):
-        if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != B:
-          raise ValueError(
-            f"{fn_name}: every {what} leaf needs the leading batch axis B={B} of xs "
-            f"{tuple(xs.shape)}, got shape {tuple(jnp.shape(leaf))}."
-          )
+    if mask is not None and jnp.shape(mask) != xs.shape[:2]:
+      raise ValueError(
+        f"{fn_name}: mask must have shape [B, T] = {tuple(xs.shape[:2])} to match xs {tuple(xs.shape)}: every "
+        f"mask leaf needs the leading batch axis B={B}, got shape {tuple(jnp.shape(mask))}."
+      )
+    for leaf in jax.tree_util.tree_leaves(carry):
+      if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != B:
+        raise ValueError(
+          f"{fn_name}: every carry leaf needs the leading batch axis B={B} of xs {tuple(xs.shape)} (a leading "
+          f"axis of size {B}, as cell.initial_carry(params) broadcast to it), got shape {tuple(jnp.shape(leaf))}."
+        )
     # Check one sequence's shapes and dtypes with unroll's own messages.
     one = lambda t: None if t is None else jax.tree_util.tree_map(lambda x: jnp.asarray(x)[0], t)
     jax.eval_shape(

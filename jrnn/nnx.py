@@ -190,18 +190,6 @@ class RNN(nnx.Module):
     if xs.ndim == 2:
       out_carry, hs = _unroll.unroll(self.cell, self.params, xs, carry, mask=mask, **options)
     elif xs.ndim == 3:
-      if mask is not None and jnp.shape(mask) != xs.shape[:2]:
-        raise ValueError(
-          f"jrnn.nnx.RNN: for xs of shape {tuple(xs.shape)} [B, T, features], mask must have shape "
-          f"[B, T] = {tuple(xs.shape[:2])}, got shape {tuple(jnp.shape(mask))}."
-        )
-      for leaf in jax.tree_util.tree_leaves(carry):
-        if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != xs.shape[0]:
-          raise ValueError(
-            f"jrnn.nnx.RNN: for a batch of {xs.shape[0]} sequences every carry leaf needs a leading "
-            f"axis of size {xs.shape[0]}, got a leaf of shape {tuple(jnp.shape(leaf))} "
-            "(see module.initial_carry(batch_size))."
-          )
       out_carry, hs = _unroll.unroll_batch(self.cell, self.params, xs, carry, mask=mask, **options)
     else:
       raise ValueError(
