@@ -35,6 +35,11 @@ from jrnn import _bptt_checks
 from jrnn import _elman
 from jrnn import _linear
 
+__all__ = (
+  "ElmanNetParams",
+  "elman_bptt",
+)
+
 # The Elman network's params x → s → y, ``ModelParams(cell=ElmanParams, head=LinearParams)``:
 # the seeds' Wx, Ws and state bias in ``cell``, Wy and the output bias in ``head``.
 ElmanNetParams = _linear.ModelParams

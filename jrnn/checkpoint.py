@@ -35,6 +35,18 @@ import numpy as np
 
 from jrnn import _checks
 
+__all__ = (
+  "CheckpointError",
+  "TrainState",
+  "all_steps",
+  "latest_step",
+  "read_metadata",
+  "restore",
+  "save",
+  "step_dir",
+  "verify",
+)
+
 FORMAT = "jrnn-checkpoint-1"
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
 

@@ -48,6 +48,14 @@ from jrnn._state_gradients import jacobian_norms as jacobian_norms
 from jrnn._state_gradients import loss_grad_norms as loss_grad_norms
 from jrnn._state_gradients import state_jacobians as state_jacobians
 
+__all__ = (
+  "jacobian_norms",
+  "loss_grad_norms",
+  "plot_norms",
+  "standard_cells",
+  "state_jacobians",
+)
+
 _KINDS = ("jacobian", "loss_grad")
 
 

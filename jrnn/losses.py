@@ -21,6 +21,11 @@ import numpy as np
 import optax
 from jax.core import Tracer
 
+__all__ = (
+  "mse",
+  "softmax_cross_entropy",
+)
+
 
 def _check_mask(fn, mask, batch_shape):
   mask = jnp.asarray(mask)

@@ -85,6 +85,14 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+__all__ = (
+  "DataParallelStep",
+  "data_mesh",
+  "data_parallel",
+  "replicate",
+  "shard_batch",
+)
+
 DATA_AXIS = "data"
 
 

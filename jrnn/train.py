@@ -42,6 +42,14 @@ from jrnn._fit import FitResult as FitResult
 from jrnn._fit import NonFiniteLossError as NonFiniteLossError
 from jrnn._fit import fit as fit
 
+__all__ = (
+  "FitResult",
+  "NonFiniteLossError",
+  "StepMetrics",
+  "fit",
+  "make_step",
+)
+
 
 class StepMetrics(NamedTuple):
   """What one step reports.

@@ -34,6 +34,19 @@ import numpy as np
 from jrnn import _modes
 from jrnn import _unroll
 
+__all__ = (
+  "CharData",
+  "bigram_baseline",
+  "chars",
+  "corpus",
+  "decode",
+  "encode",
+  "generate",
+  "streams",
+  "uniform_baseline",
+  "windows",
+)
+
 
 class CharData(NamedTuple):
   """A character corpus split for language modelling.

@@ -29,6 +29,13 @@ import numpy as np
 
 from jrnn import _checks
 
+__all__ = (
+  "SunspotsData",
+  "persistence_baseline",
+  "series",
+  "sunspots",
+)
+
 
 class SunspotsData(NamedTuple):
   """Sunspot windows, standardised with training statistics.
