@@ -224,7 +224,7 @@ def make_cell(
     The :class:`Cell`.
 
   Example:
-    A cell written from scratch, ``h_t = tanh(x_t W + h_{t-1}) `` with no
+    A cell written from scratch, ``h_t = tanh(x_t W + h_{t-1})`` with no
     recurrent weights:
 
     >>> import jax, jax.numpy as jnp, jrnn
