@@ -3,14 +3,21 @@
 The default demo trains an LSTM(256) on the text of ``pydoc_data.topics``
 (~465k characters that ship with Python) by truncated BPTT with Adam, shows a
 progress bar, prints the validation loss beside the uniform (ln |V|) and bigram
-baselines, prints a sample, and leaves ``loss.png`` and ``history.json`` in
-``--out`` (default ``demo_out/``). ``--task dogs`` runs the seeds' original
-"d-o-g -> s" demo instead.
+baselines, prints a sample, and leaves in ``--out`` (default ``demo_out/``)
+``loss.png``, ``history.json`` and the trained model as a checkpoint in the
+form ``jrnn train --task chars`` writes, so that ``jrnn generate
+--checkpoint-dir demo_out`` samples more text from it (and ``jrnn train
+--resume`` trains it on); its last line is that command. Running it again
+replaces the checkpoint. ``--task dogs`` runs the seeds' original "d-o-g -> s"
+demo instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import shutil
 import sys
 
 import jax
@@ -75,9 +82,9 @@ def dogs_demo(steps: int, seed: int) -> None:
 
 def chars_demo(steps: int, seed: int, hidden: int, out: str, progress: bool = True) -> dict:
   """Trains a character-level LSTM on ``pydoc_data.topics``; returns the final metrics."""
-  import os
   import time
 
+  from jrnn import checkpoint
   from jrnn import train
   from jrnn.apps import experiments
   from jrnn.apps import run
@@ -133,11 +140,52 @@ def chars_demo(steps: int, seed: int, hidden: int, out: str, progress: bool = Tr
   )
   print("\nsample (temperature 0.7):\n" + text + "\n")
   os.makedirs(out, exist_ok=True)
+  checkpoint.save(
+    out,
+    checkpoint.TrainState(steps, result.params, result.opt_state, state.key, result.carry),
+    metadata=run.checkpoint_metadata(exp, config),
+  )
+  # A run before this one may have saved other steps; the newest would shadow this one in `jrnn generate`.
+  # Each is removed only now that this checkpoint is complete (checkpoint.save is atomic).
+  for old in checkpoint.all_steps(out):
+    if old != steps:
+      shutil.rmtree(checkpoint.step_dir(out, old), ignore_errors=True)
   history = dict(result.history)
   history["final_valid_loss"] = [final["valid_loss"]]
   run.write_outputs(out, history, exp, config)
-  print(f"wrote {os.path.join(out, 'loss.png')} and {os.path.join(out, 'history.json')}")
+  written = [os.path.join(out, "loss.png"), os.path.join(out, "history.json"), checkpoint.step_dir(out, steps)]
+  print(f"wrote {written[0]}, {written[1]} and the checkpoint {written[2]}")
+  print("sample more text from it with:\n  " + generate_command(out))
   return {"seconds": elapsed, **final}
+
+
+def generate_command(out: str, prime: str = "The ", length: int = 300) -> str:
+  """The ``jrnn generate`` command line for the checkpoint in ``out``, as it runs from the current directory.
+
+  ``jrnn`` when it is on the PATH (an activated environment); else the path
+  of the ``jrnn`` script beside this Python (``.venv/bin/jrnn`` under ``make
+  demo``); else ``python -m jrnn`` with this Python.
+  """
+  bindir = os.path.dirname(sys.executable)
+  script = os.path.join(bindir, "jrnn")
+  found = shutil.which("jrnn")
+  if found and os.path.realpath(found) == os.path.realpath(script):
+    program = "jrnn"
+  elif os.path.isfile(script) and os.access(script, os.X_OK):
+    program = shlex.quote(_shortest(script))
+  else:
+    program = shlex.quote(_shortest(sys.executable)) + " -m jrnn"
+  args = ["generate", "--checkpoint-dir", out, "--prime", prime, "--length", str(length)]
+  return program + " " + " ".join(shlex.quote(a) for a in args)
+
+
+def _shortest(path: str) -> str:
+  """``path`` relative to the current directory when it lies inside it (``.venv/bin/jrnn``), else absolute."""
+  try:
+    rel = os.path.relpath(path)
+  except ValueError:  # on another drive (Windows)
+    return path
+  return path if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
 
 
 def main(argv=None) -> int:
@@ -146,7 +194,9 @@ def main(argv=None) -> int:
   parser.add_argument("--steps", type=int, default=None, help=f"default: {CHARS_STEPS} (chars), 300 (dogs)")
   parser.add_argument("--hidden", type=int, default=CHARS_HIDDEN, help="LSTM size for chars")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--out", default="demo_out", help="where loss.png and history.json go (chars)")
+  parser.add_argument(
+    "--out", default="demo_out", help="where loss.png, history.json and the checkpoint go (chars; replaced)"
+  )
   parser.add_argument("--no-progress", action="store_true")
   args = parser.parse_args(argv)
   steps = args.steps if args.steps is not None else (CHARS_STEPS if args.task == "chars" else 300)

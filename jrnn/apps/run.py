@@ -3,6 +3,8 @@
 * :func:`setup_run`: a resolved config -> the experiment, a fresh
   :class:`jrnn.checkpoint.TrainState` and the jitted
   :func:`jrnn.train.make_step` step.
+* :func:`checkpoint_metadata`: what the run's checkpoints carry beside the
+  arrays (``jrnn generate`` and ``jrnn train --resume`` read it).
 * :func:`report`: the final metric beside the task's baselines, as text.
 * :func:`write_outputs`: ``history.json`` and ``loss.png`` in a directory.
 """
@@ -42,6 +44,16 @@ def setup_run(config: dict):
   state = checkpoint.TrainState(0, params, jax.jit(opt.init)(params), k_data, carry)  # jit: one compilation
   step = jax.jit(train.make_step(exp.loss_fn, opt, clip_norm=config["clip_norm"], has_aux=stateful))
   return exp, state, step
+
+
+def checkpoint_metadata(exp: experiments.Experiment, config: dict) -> dict:
+  """The ``metadata`` a run's checkpoints carry beside the arrays (see :func:`jrnn.checkpoint.save`).
+
+  The resolved config rebuilds the run (:func:`setup_run`); the experiment's
+  own metadata holds, for chars, the vocabulary that ``jrnn generate`` samples
+  over.
+  """
+  return {"config": config, **(exp.metadata or {})}
 
 
 def report(exp: experiments.Experiment, metrics: dict) -> str:
