@@ -1,29 +1,47 @@
-# `make demo` and `make test` work from a fresh clone: each creates .venv if
-# missing and installs jrnn with its dev extra (and torch==2.13.0, the local CPU
-# build, for the comparison tests) before running.
+# Every target works from a fresh clone: it creates .venv if missing and installs what it needs, once
+# (a stamp file in .venv records each install; editing pyproject.toml or this Makefile redoes it).
+#   make demo   jrnn and its core dependencies only (no torch, no test tools)
+#   make test   + torch==2.13.0 (the local CPU build, for the comparison tests) and the dev extra
+#   make docs   + the docs extra (Sphinx, myst-nb); builds the site into docs/_build/html
+# A larger install satisfies the smaller ones: after `make test`, `make demo` installs nothing.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+CORE   := $(VENV)/.core-stamp
+DEV    := $(VENV)/.dev-stamp
+DOCS   := $(VENV)/.docs-stamp
+# An unpinned torch pulls gigabytes of CUDA packages; the pin (jrnn[torch]) is the CPU build here.
+TORCH  := torch==2.13.0
 
-.PHONY: setup lint format test demo clean
+.PHONY: setup lint format test demo docs clean
 
-setup: $(STAMP)
+setup: $(DEV)
 
-$(STAMP): pyproject.toml Makefile
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q "torch==2.13.0"
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(CORE): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $(CORE)
+
+$(DEV): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
-	touch $(STAMP)
+	touch $(DEV) $(CORE)
+
+$(DOCS): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev,docs]"
+	touch $(DOCS) $(DEV) $(CORE)
 
 # ruff (lint, then formatting) over the code and tests, and pyright over jrnn/
 # (configured in pyproject.toml). `make format` applies what the first two ask for.
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check jrnn tests
 	$(BIN)/ruff format --check jrnn tests
 	$(BIN)/pyright
 
-format: $(STAMP)
+format: $(DEV)
 	$(BIN)/ruff check --fix jrnn tests
 	$(BIN)/ruff format jrnn tests
 
@@ -31,8 +49,12 @@ format: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -n 2 -q
 
-demo: $(STAMP)
+demo: $(CORE)
 	$(BIN)/python -m jrnn.apps.demo
 
+# The documentation site, warnings as errors; docs/conf.py executes the notebooks during the build.
+docs: $(DOCS)
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis docs/_build dist build
