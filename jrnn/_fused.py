@@ -40,12 +40,18 @@ It needs a cell of kind :class:`jrnn.AffineRecurrence` (``project``,
 Reverse mode only: like any ``jax.custom_vjp``, no ``jax.jvp`` and no
 second derivatives.
 
+``options.precision`` is entered by the layer itself, around the primal, the
+forward and the backward pass: JAX traces a ``custom_vjp``'s rules when it
+differentiates, after the driver's ``jax.default_matmul_precision`` has closed.
+
 References:
   Appleyard, Kocisky & Blunsom, "Optimizing performance of recurrent neural
   networks on GPUs", arXiv:1604.01946 (2016).
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -78,15 +84,27 @@ def batch_sequence(cell, params, carry, xs, mask, options):
 
   The driver has checked the cell with :func:`check_cell` (``jrnn._unroll.algorithm``).
   """
-  layer = _layer(cell.kind, _options.projection(options) == "per_step", options.reverse, options.unroll)
+  per_step = _options.projection(options) == "per_step"
+  layer = _layer(cell.kind, per_step, options.reverse, options.unroll, options.precision)
   return layer(params, carry, xs, mask)
 
 
-def _layer(kind, per_step, reverse, unroll):
+def _under(precision, fn):
+  """``fn`` traced under ``jax.default_matmul_precision(precision)`` whenever JAX traces it."""
+
+  @functools.wraps(fn)
+  def traced(*args):
+    with _options.matmul_precision(precision):
+      return fn(*args)
+
+  return traced
+
+
+def _layer(kind, per_step, reverse, unroll, precision):
   """The custom-VJP layer ``(params, carry, xs, mask) -> (carry, hs)`` for one configuration.
 
   Built anew for every trace (cheap: it only defines functions), so nothing
-  is cached per cell.
+  is cached per cell. The primal and both rules run under ``precision``.
   """
   recurrent = jax.vmap(kind.recurrent, (None, 0))  # over the batch
 
@@ -143,9 +161,11 @@ def _layer(kind, per_step, reverse, unroll):
     dparams = _tree_map(jnp.add, d_recurrent, d_project)
     return dparams, dc0, jnp.swapaxes(dxs_t, 0, 1), None  # no cotangent for the boolean mask
 
+  fwd, bwd = _under(precision, forward), _under(precision, backward)
+
   @jax.custom_vjp
   def layer(params, c0, xs, mask):
-    return forward(params, c0, xs, mask)[0]
+    return fwd(params, c0, xs, mask)[0]
 
-  layer.defvjp(forward, backward)
+  layer.defvjp(fwd, bwd)
   return layer

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from jrnn import _cell
 from jrnn import _checks
 from jrnn import _initializers
+from jrnn import _options
 
 
 class LinearParams(NamedTuple):
@@ -33,10 +34,15 @@ class ModelParams(NamedTuple):
 
 
 class Head(NamedTuple):
-  """A read-out head: ``init(key, input_size) -> params`` and ``apply(params, h) -> y``."""
+  """A read-out head: ``init(key, input_size) -> params`` and ``apply(params, h) -> y``.
+
+  :func:`linear`'s ``apply`` also takes ``precision=``; the modes do not pass
+  it, they call ``apply`` under ``jax.default_matmul_precision``, so any head
+  follows their ``precision`` option.
+  """
 
   init: Callable[[jax.Array, int], LinearParams]
-  apply: Callable[[LinearParams, jax.Array], jax.Array]
+  apply: Callable[..., jax.Array]
   output_size: int
 
 
@@ -47,7 +53,10 @@ def linear(output_size: int, *, dtype=jnp.float32) -> Head:
 
      y_t = s_t W_y + b_y
 
-  ``apply`` works on any leading shape (``[H]``, ``[T, H]``, ``[B, T, H]``).
+  ``apply(params, h, *, precision=None)`` works on any leading shape (``[H]``,
+  ``[T, H]``, ``[B, T, H]``); ``precision`` is the product's, as in
+  :class:`jrnn.Options` (``None``: JAX's default or the surrounding
+  ``jax.default_matmul_precision``; ``"highest"`` for float32 on TPU).
   For classification, ``y`` are logits: take :func:`jax.nn.softmax` for
   probabilities, or pass them to :func:`jrnn.losses.softmax_cross_entropy`.
   Weights are Glorot-uniform, the bias zero.
@@ -65,12 +74,14 @@ def linear(output_size: int, *, dtype=jnp.float32) -> Head:
       _initializers.glorot_uniform(key, (input_size, output_size), dtype), jnp.zeros((output_size,), dtype)
     )
 
-  def apply(params, h):
+  def apply(params, h, *, precision=None):
+    precision = _options.check_precision(precision, f"{name}.apply")
     h = jnp.asarray(h)
     if h.ndim < 1 or h.shape[-1] != params.w.shape[0]:
       raise ValueError(f"{name}.apply: h must have shape [..., {params.w.shape[0]}], got shape {tuple(h.shape)}.")
     if not jnp.issubdtype(h.dtype, jnp.floating):
       raise TypeError(f"{name}.apply: h must be floating, got dtype {h.dtype}.")
-    return _cell.affine(h.astype(params.w.dtype), params.w, params.b)
+    with _options.matmul_precision(precision):
+      return _cell.affine(h.astype(params.w.dtype), params.w, params.b)
 
   return Head(init, apply, output_size)

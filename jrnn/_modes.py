@@ -48,15 +48,16 @@ def many_to_many(
      s_t = \\mathrm{cell}(s_{t-1}, x_t), \\qquad y_t = \\mathrm{head}(s_t), \\quad t = 1 \\ldots T
 
   ``options`` are any of :class:`jrnn.Options`' fields (``reverse``,
-  ``unroll``, ``scan``, ``projection``, ``remat``, ``vjp``), passed to
-  :func:`jrnn.unroll`.
+  ``unroll``, ``scan``, ``projection``, ``remat``, ``vjp``, ``precision``),
+  passed to :func:`jrnn.unroll`; ``precision`` covers the head's product too.
 
   Returns ``(carry, ys)`` with ``ys: [T, output_size]``; rows where ``mask``
   is False are zeros.
   """
-  _options.make("jrnn.many_to_many", **options)
+  opts = _options.make("jrnn.many_to_many", **options)
   carry, hs = _unroll.unroll(cell, params, xs, carry, mask=mask, **options)
-  ys = head.apply(head_params, hs)
+  with _options.matmul_precision(opts.precision):
+    ys = head.apply(head_params, hs)
   if mask is not None:
     ys = jnp.where(jnp.asarray(mask)[:, None], ys, jnp.zeros_like(ys))
   return carry, ys
@@ -150,9 +151,10 @@ def one_to_many(
     feedback: see above.
     key: PRNG key, required for ``"sample"``; split once per step.
     temperature: softmax temperature for ``"sample"``.
-    options: ``unroll`` (steps per ``lax.scan`` iteration) and ``remat``
-      (as in :func:`jrnn.unroll`): the other :class:`jrnn.Options` do not
-      apply to a loop that feeds each output back.
+    options: ``unroll`` (steps per ``lax.scan`` iteration), ``remat`` and
+      ``precision`` (of the cell's and the head's products), as in
+      :func:`jrnn.unroll`: the other :class:`jrnn.Options` do not apply to a
+      loop that feeds each output back.
 
   Returns:
     ``(carry, ys, fed)``: ``ys: [N, output_size]`` the outputs and ``fed: [N,
@@ -162,7 +164,7 @@ def one_to_many(
   fn = "jrnn.one_to_many"
   if cell.step is None:
     raise ValueError(f"{fn}: {cell.name} has no step (bidirectional layers need the whole sequence).")
-  opts = _options.make(fn, ("unroll", "remat"), **options)
+  opts = _options.make(fn, ("unroll", "remat", "precision"), **options)
   _checks.positive_int(length, "length", fn)
   x0 = jnp.asarray(x0)
   if x0.ndim != 1:
@@ -188,7 +190,8 @@ def one_to_many(
       )
     return (c, x_next.astype(xs0.dtype)), (y, x_next)
 
-  (carry, _), (ys, fed) = _scans.sequential(body, (carry, xs0[0]), keys, unroll=opts.unroll, remat=opts.remat)
+  with _options.matmul_precision(opts.precision):
+    (carry, _), (ys, fed) = _scans.sequential(body, (carry, xs0[0]), keys, unroll=opts.unroll, remat=opts.remat)
   return carry, ys, fed
 
 
@@ -227,8 +230,9 @@ def encoder_decoder(
     and ``u_{t+1} = f(y_t)`` as in :func:`one_to_many`.
 
   ``options`` (:class:`jrnn.Options`' fields but ``reverse``) are passed to
-  the encoder's and the decoder's :func:`jrnn.unroll`; with feedback the
-  decoder takes ``unroll`` and ``remat`` only, as :func:`one_to_many` does.
+  the encoder's and the decoder's :func:`jrnn.unroll` (``precision`` to the
+  head as well); with feedback the decoder takes ``unroll``, ``remat`` and
+  ``precision`` only, as :func:`one_to_many` does.
 
   Returns:
     ``(decoder_carry, ys)`` with ``ys: [T_out, output_size]``.
@@ -248,7 +252,8 @@ def encoder_decoder(
     raise ValueError(f"{fn}: the encoder's final carry does not fit the decoder: {e}") from None
   if decoder_inputs is not None:
     carry, hs = _unroll.unroll(decoder, decoder_params, decoder_inputs, dec_carry, **options)
-    return carry, head.apply(head_params, hs)
+    with _options.matmul_precision(opts.precision):
+      return carry, head.apply(head_params, hs)
   if length is None or start is None:
     raise ValueError(f"{fn}: feedback decoding needs start and length (the number of outputs).")
   carry, ys, _ = one_to_many(
@@ -264,5 +269,6 @@ def encoder_decoder(
     temperature=temperature,
     unroll=opts.unroll,
     remat=opts.remat,
+    precision=opts.precision,
   )
   return carry, ys

@@ -8,6 +8,7 @@ wrapped cell (:func:`jrnn.stack`, :func:`jrnn.bidirectional`) receives them too.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, NamedTuple
 
 import jax
@@ -18,6 +19,9 @@ SCANS = ("sequential", "associative", "auto")
 PROJECTIONS = ("hoisted", "per_step", "auto")
 REMATS = (None, "step", "sqrt")
 VJPS = ("autodiff", "fused")
+# The names jax.default_matmul_precision takes for the three levels of jax.lax.Precision, in pairs:
+# DEFAULT, HIGH, HIGHEST (jax.lax.Precision's docstring).
+PRECISIONS = ("default", "bfloat16", "high", "tensorfloat32", "highest", "float32")
 
 # projection="auto" per backend (jax.default_backend()); other backends: "hoisted".
 # CPU measured (benchmarks/NOTES.md); GPU/TPU follow cuDNN and are not yet measured in jrnn.
@@ -29,7 +33,7 @@ AUTO_MIN_LENGTH = {"cpu": None, "gpu": 256, "tpu": 256}
 
 
 class Options(NamedTuple):
-  """How a cell is run over a sequence; every field changes speed or memory, never the result.
+  """How a cell is run over a sequence: fields that change speed, memory or rounding, not the math.
 
   Attributes:
     reverse: scan from the last step to the first (``hs`` keep their order).
@@ -46,14 +50,25 @@ class Options(NamedTuple):
     vjp: ``"autodiff"`` (``jax.grad`` through the scan) or ``"fused"`` (the
       hand-written backward pass of :mod:`jrnn._fused`, for a
       :class:`jrnn.AffineRecurrence` cell).
+    precision: the precision of every matrix product of the cell (and of the
+      head, in the modes), as :func:`jax.default_matmul_precision` sets it for
+      the trace: ``None`` (JAX's default, or whatever the surrounding
+      ``jax.default_matmul_precision`` context or ``jax_default_matmul_precision``
+      config says), a :class:`jax.lax.Precision`, or one of ``"default"`` (=
+      ``"bfloat16"``), ``"high"`` (= ``"tensorfloat32"``), ``"highest"`` (=
+      ``"float32"``). It matters for float32 on TPU, where the default is one
+      bfloat16 pass, and on GPUs with TensorFloat-32; CPUs ignore it
+      (``docs/accelerators.md``).
 
   ``reverse`` is a direction, the only field that changes what is computed;
-  the others are how. :func:`jrnn.unroll` documents each in full.
+  ``precision`` changes how products of float32 are rounded on an
+  accelerator; the others change speed and memory only. :func:`jrnn.unroll`
+  documents each in full.
 
   Example:
     >>> import jrnn
-    >>> jrnn.Options(remat="sqrt")
-    Options(reverse=False, unroll=1, scan='auto', projection='auto', remat='sqrt', vjp='autodiff')
+    >>> jrnn.Options(remat="sqrt", precision="highest")
+    Options(reverse=False, unroll=1, scan='auto', projection='auto', remat='sqrt', vjp='autodiff', precision='highest')
   """
 
   reverse: bool = False
@@ -62,6 +77,7 @@ class Options(NamedTuple):
   projection: str = "auto"
   remat: Any = None
   vjp: str = "autodiff"
+  precision: Any = None
 
 
 def make(fn_name: str, allowed: tuple[str, ...] = Options._fields, **options: Any) -> Options:
@@ -93,7 +109,36 @@ def check(options: Options, fn_name: str) -> Options:
       f"{fn_name}: vjp='fused' stores its own residuals and cannot be combined with "
       f"remat={remat!r}; use vjp='autodiff' with remat."
     )
+  check_precision(options.precision, fn_name)
   return options._replace(reverse=bool(options.reverse))
+
+
+def check_precision(precision: Any, fn_name: str) -> Any:
+  """``precision`` if it is None, a ``jax.lax.Precision`` or in :data:`PRECISIONS`; else TypeError or ValueError."""
+  if precision is None or isinstance(precision, jax.lax.Precision):
+    return precision
+  expected = f"None, a jax.lax.Precision or one of {PRECISIONS}"
+  if not isinstance(precision, str):
+    raise TypeError(f"{fn_name}: precision must be {expected}, got {precision!r} of type {type(precision).__name__}.")
+  if precision not in PRECISIONS:
+    raise ValueError(f"{fn_name}: precision must be {expected}, got {precision!r}.")
+  return precision
+
+
+def matmul_precision(precision: Any) -> contextlib.AbstractContextManager:
+  """The context that traces every matrix product at ``precision`` (a checked value); ``None``: no change.
+
+  ``jax.default_matmul_precision`` sets the ``precision`` of every
+  ``dot_general`` traced inside it that does not name its own, and JAX's
+  transposes keep it, so ``jax.grad``'s products match the forward's. A
+  function that JAX traces later, outside the caller's ``with`` (a
+  ``jax.custom_vjp``'s fwd and bwd), must enter it again (:mod:`jrnn._fused`).
+  """
+  if precision is None:
+    return contextlib.nullcontext()
+  if isinstance(precision, jax.lax.Precision):
+    precision = precision.name.lower()
+  return jax.default_matmul_precision(precision)
 
 
 def projection(options: Options) -> str:

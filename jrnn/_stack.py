@@ -25,8 +25,8 @@ def stack(cells: Sequence[_cell.Cell]) -> _cell.Cell:
   layer over the whole sequence, so each layer's input projection is one matrix
   product (as cuDNN does). Masks and ``reverse`` apply to every layer, which
   gives the same result as stepping through time. ``jrnn.unroll``'s options
-  (``scan``, ``projection``, ``remat``, ``vjp`` ...) are passed to every layer
-  (``"auto"`` decides per layer). Layers may be
+  (``scan``, ``projection``, ``remat``, ``vjp``, ``precision`` ...) are passed
+  to every layer (``"auto"`` decides per layer). Layers may be
   :func:`jrnn.bidirectional` (then the stack cannot be stepped, only unrolled),
   as in PyTorch's ``nn.LSTM(num_layers=L, bidirectional=True)``.
 

@@ -19,7 +19,7 @@ NORMS = ("spectral", "frobenius")
 
 def _checked(cell, params, xs, carry, fn, options, needs_readout=False):
   """Checks the inputs and options; returns ``(xs, carry, options)``."""
-  options = _options.make(fn, ("unroll", "remat"), **options)
+  options = _options.make(fn, ("unroll", "remat", "precision"), **options)
   if not isinstance(cell, _cell.Cell):
     raise TypeError(f"{fn}: cell must be a jrnn.Cell (e.g. jrnn.lstm(16)), got {type(cell).__name__}.")
   if cell.step is None:
@@ -56,7 +56,8 @@ def _perturbed_run(cell, params, xs, carry, eps, options):
     c, h = cell.step(params, c, x)
     return jax.tree_util.tree_map(jnp.add, c, e), h
 
-  return _scans.sequential(body, carry, (xs, eps), unroll=options.unroll, remat=options.remat)
+  with _options.matmul_precision(options.precision):
+    return _scans.sequential(body, carry, (xs, eps), unroll=options.unroll, remat=options.remat)
 
 
 def _zeros_over_time(carry, T):
@@ -100,7 +101,8 @@ def loss_grad_norms(
     loss_fn: ``hs [T, hidden_size] -> scalar``, a loss on the outputs
       (e.g. ``lambda hs: jrnn.losses.mse(head.apply(hp, hs), ys)``).
     carry: initial carry (``None`` for zeros).
-    options: ``unroll`` and ``remat``, as in :func:`jrnn.unroll` (the other
+    options: ``unroll``, ``remat`` and ``precision`` (of the cell's products
+      and of ``loss_fn``'s), as in :func:`jrnn.unroll` (the other
       :class:`jrnn.Options` do not apply to this forward-only stepped run).
 
   Returns:
@@ -127,7 +129,8 @@ def loss_grad_norms(
 
   def total(eps):
     _, hs = _perturbed_run(cell, params, xs, carry, eps, opts)
-    loss = jnp.asarray(loss_fn(hs))
+    with _options.matmul_precision(opts.precision):
+      loss = jnp.asarray(loss_fn(hs))
     if loss.shape != ():
       raise ValueError(f"{fn}: loss_fn must return a scalar, got shape {tuple(loss.shape)}.")
     return loss
@@ -154,7 +157,8 @@ def state_jacobians(
 
   Args:
     cell, params, xs, carry: as for :func:`jrnn.unroll`.
-    options: ``unroll`` and ``remat``, as in :func:`loss_grad_norms`.
+    options: ``unroll``, ``remat`` and ``precision``, as in
+      :func:`loss_grad_norms`.
 
   Returns:
     ``[T, D, D]``: entry ``[i, a, b] = ∂(s_T)_a / ∂(s_{i+1})_b``.

@@ -28,6 +28,7 @@ def unroll(
   projection: str = "auto",
   remat: Any = None,
   vjp: str = "autodiff",
+  precision: Any = None,
 ) -> tuple[Any, jax.Array]:
   r"""Runs ``cell`` over a sequence with ``jax.lax.scan``.
 
@@ -66,6 +67,12 @@ def unroll(
     arithmetic. ``"auto"`` runs other cells sequentially and linear ones
     associatively from ``jrnn._options.AUTO_MIN_LENGTH[backend]`` steps on
     (never on CPU, where it was slower at every length measured).
+  * **precision** sets the precision of every matrix product of the run,
+    forward and backward (``jax.default_matmul_precision`` around the trace,
+    entered again by the fused backward pass): ``None`` keeps JAX's default
+    (one bfloat16 pass for float32 on TPU), ``"highest"`` asks for float32
+    (six passes on TPU). It changes rounding on TPU and on GPUs with
+    TensorFloat-32, nothing on CPU; see ``docs/accelerators.md``.
 
   With a ``mask``, steps where ``mask[t]`` is False leave the carry unchanged
   and give a zero output row; holes may be anywhere. The returned carry is the
@@ -82,7 +89,7 @@ def unroll(
     xs: inputs ``[T, input_size]``, floating point; cast to the params' dtype.
     carry: the initial carry; ``None`` for ``cell.initial_carry(params)``.
     mask: optional boolean ``[T]``.
-    reverse, unroll, scan, projection, remat, vjp: see above and
+    reverse, unroll, scan, projection, remat, vjp, precision: see above and
       :class:`jrnn.Options`; all of them are passed on to the layers of
       :func:`jrnn.stack` and :func:`jrnn.bidirectional`.
 
@@ -105,7 +112,7 @@ def unroll(
     ((20, 32), (32,))
   """
   fn_name = "jrnn.unroll"
-  options = _options.check(_options.Options(reverse, unroll, scan, projection, remat, vjp), fn_name)
+  options = _options.check(_options.Options(reverse, unroll, scan, projection, remat, vjp, precision), fn_name)
   _check_cell(cell, fn_name)
   with _explained_params_errors(cell, params, xs, fn_name):
     xs, carry, mask = _checks.check_sequence(cell, params, xs, carry, mask, fn_name)
@@ -125,6 +132,7 @@ def unroll_batch(
   projection: str = "auto",
   remat: Any = None,
   vjp: str = "autodiff",
+  precision: Any = None,
 ) -> tuple[Any, jax.Array]:
   r""":func:`unroll` over a batch of sequences ``xs: [B, T, input_size]``.
 
@@ -136,8 +144,8 @@ def unroll_batch(
   than one per sequence summed afterwards.
 
   Args:
-    cell, params, reverse, unroll, scan, projection, remat, vjp: as in
-      :func:`unroll`.
+    cell, params, reverse, unroll, scan, projection, remat, vjp, precision: as
+      in :func:`unroll`.
     xs: inputs ``[B, T, input_size]``, floating point.
     carry: the initial carry, every leaf with a leading ``[B]`` axis; ``None``
       for ``cell.initial_carry(params)`` for every sequence.
@@ -155,7 +163,7 @@ def unroll_batch(
     ((3, 10, 16), (3, 16))
   """
   fn_name = "jrnn.unroll_batch"
-  options = _options.check(_options.Options(reverse, unroll, scan, projection, remat, vjp), fn_name)
+  options = _options.check(_options.Options(reverse, unroll, scan, projection, remat, vjp, precision), fn_name)
   _check_cell(cell, fn_name)
   xs = jnp.asarray(xs)
   with _explained_params_errors(cell, params, xs, fn_name):
@@ -243,18 +251,23 @@ def run(
   mask: jax.Array | None,
   options: _options.Options = _options.Options(),
 ) -> tuple[Any, jax.Array]:
-  """:func:`unroll` on already-checked arguments; wrapped cells call it for their inner cells."""
-  match algorithm(cell, options, xs.shape[0]), cell.kind:
-    case "sequence", _cell.SequenceLayer() as kind:
-      return kind.run(params, carry, xs, mask, options)
-    case "associative", _cell.LinearRecurrence() as kind:
-      ps = kind.project(params, xs)
-      last, cs = _scans.linear(kind.coefficients(params, ps), carry, mask, options.reverse)
-      return last, _scans.zero_masked(mask, kind.readout(params, cs, ps))
-    case "fused", _:
-      return _fused.sequence(cell, params, carry, xs, mask, options)
-    case _:
-      return _sequential(cell, params, carry, xs, mask, options)
+  """:func:`unroll` on already-checked arguments; wrapped cells call it for their inner cells.
+
+  Every product is traced under ``options.precision`` (the fused layer enters
+  it again for its backward pass, which JAX traces later).
+  """
+  with _options.matmul_precision(options.precision):
+    match algorithm(cell, options, xs.shape[0]), cell.kind:
+      case "sequence", _cell.SequenceLayer() as kind:
+        return kind.run(params, carry, xs, mask, options)
+      case "associative", _cell.LinearRecurrence() as kind:
+        ps = kind.project(params, xs)
+        last, cs = _scans.linear(kind.coefficients(params, ps), carry, mask, options.reverse)
+        return last, _scans.zero_masked(mask, kind.readout(params, cs, ps))
+      case "fused", _:
+        return _fused.sequence(cell, params, carry, xs, mask, options)
+      case _:
+        return _sequential(cell, params, carry, xs, mask, options)
 
 
 def _sequential(cell, params, carry, xs, mask, options):

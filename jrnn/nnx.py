@@ -63,8 +63,9 @@ class RNN(nnx.Module):
       ``hs`` alone (can be overridden per call).
     options: how the sequence runs, any of :class:`jrnn.Options`' fields
       (``reverse``, ``unroll``, ``scan``, ``projection``, ``remat``,
-      ``vjp``), passed to :func:`jrnn.unroll` on every call (``reverse`` can
-      be overridden per call).
+      ``vjp``, ``precision``), passed to :func:`jrnn.unroll` or
+      :func:`jrnn.unroll_batch` on every call (``reverse`` can be overridden
+      per call).
 
   Attributes:
     cell: the :class:`jrnn.Cell`.
