@@ -270,9 +270,27 @@ def test_sequence_options_are_flags_saved_in_the_config(tmp_path, capsys):
   assert checkpoint.read_metadata(f)["config"]["vjp"] == "fused"
 
 
+def test_precision_is_a_flag_saved_in_the_config(adding_run, tmp_path, capsys):
+  """``--precision`` reaches the model, is saved, and --resume keeps it; a run without it saves None."""
+  assert checkpoint.read_metadata(adding_run)["config"]["precision"] is None
+  d = str(tmp_path / "dogs")
+  argv = ["train", "--task", "dogs", "--checkpoint-dir", d, "--no-progress"]
+  assert cli.main(argv + ["--steps", "2", "--precision", "highest"]) == 0
+  assert "sequence options: precision=highest" in capsys.readouterr().out
+  assert checkpoint.read_metadata(d)["config"]["precision"] == "highest"
+  _bad(
+    argv + ["--steps", "3", "--resume", "--precision", "high"],
+    capsys,
+    "--precision high differs from the checkpoint's highest",
+  )
+  assert cli.main(argv + ["--steps", "3", "--resume"]) == 0
+  assert checkpoint.read_metadata(d)["config"]["precision"] == "highest"
+
+
 @pytest.mark.parametrize(
   "argv, match",
   [
+    (["--precision", "fp32"], "argument --precision: invalid choice: 'fp32'"),
     (["--remat", "x"], "argument --remat: must be none, step, sqrt or a positive integer"),
     (["--remat", "0"], "argument --remat: must be none, step, sqrt or a positive integer"),
     (["--scan", "parallel"], "invalid choice: 'parallel'"),
@@ -286,7 +304,7 @@ def test_bad_sequence_options_exit_2_with_one_line(argv, match, tmp_path, capsys
 
 
 def test_checkpoints_saved_before_the_sequence_options_resume(tmp_path, capsys):
-  """A config without scan/projection/remat/vjp reads as their defaults."""
+  """A config without scan/projection/remat/vjp/precision reads as their defaults."""
   from jrnn.apps import experiments
 
   d = str(tmp_path / "old")

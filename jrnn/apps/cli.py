@@ -6,15 +6,18 @@
   jrnn train --task chars --steps 2000 --checkpoint-dir runs/chars
   jrnn train --task chars --steps 4000 --checkpoint-dir runs/chars --resume
   jrnn train --task copy --seq-len 1000 --remat sqrt --vjp fused   # how the scan runs
+  jrnn train --task chars --precision highest           # float32 matmuls on TPU
   jrnn generate --checkpoint-dir runs/chars --prime "def " --length 300 --temperature 0.8
 
 ``train`` prints a progress bar and the evaluations, then the final metric
 beside the task's baselines (and, for ``chars``, a sample); it leaves
 ``history.json`` and ``loss.png`` beside the checkpoints. ``--steps`` is the
 total: ``--resume`` trains from the last checkpoint up to it. ``--scan``,
-``--projection``, ``--remat`` and ``--vjp`` are :func:`jrnn.unroll`'s options
-for every sequence the model reads; like the model's flags they are saved in
-the checkpoint and ``--resume`` keeps them. Bad flags and impossible
+``--projection``, ``--remat``, ``--vjp`` and ``--precision`` are
+:func:`jrnn.unroll`'s options for every sequence the model reads
+(``--precision`` for the head's product too); like the model's flags they are
+saved in the checkpoint and ``--resume`` keeps them (a checkpoint saved before
+an option existed resumes with its default). Bad flags and impossible
 combinations print one line on stderr and exit with status 2.
 """
 
@@ -42,6 +45,7 @@ _CONFIG_FLAGS = (
   "projection",
   "remat",
   "vjp",
+  "precision",
 )
 
 
@@ -107,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     "--vjp",
     choices=experiments.VJPS,
     help="backward pass: autodiff through the scan (default) or the fused hand-written BPTT",
+  )
+  t.add_argument(
+    "--precision",
+    choices=experiments.PRECISIONS,
+    help="precision of every matrix product (default: JAX's; float32 on TPU is one bfloat16 pass unless highest)",
   )
   t.add_argument("--checkpoint-dir", help="where checkpoints, history.json and loss.png go (default runs/TASK)")
   t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")

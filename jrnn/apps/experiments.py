@@ -8,9 +8,10 @@ checkpoint rebuilds the same experiment.
 
 Every set-up runs its model as ``jrnn.unroll_batch(cell, params, xs[B, T, I],
 **options)`` and then the linear head, where ``options`` are the config's
-``scan``, ``projection``, ``remat`` and ``vjp`` (:data:`OPTION_DEFAULTS`; see
-:func:`jrnn.unroll`): they change how the scan runs and what it stores, not
-the values it computes.
+``scan``, ``projection``, ``remat``, ``vjp`` and ``precision``
+(:data:`OPTION_DEFAULTS`; see :func:`jrnn.unroll`): they change how the scan
+runs and what it stores, not the values it computes (``precision``, which the
+head's product takes too, changes their rounding on TPU and GPU).
 
 =========  ============  =====================================  ======================
 task       form          batch ``i``                            metric vs baseline
@@ -52,11 +53,12 @@ TASKS = ("dogs", "adding", "copy", "chars", "sunspots")
 
 # How the sequence runs (jrnn.unroll's options), the same default for every task. A config saved before
 # these keys existed resolves to these defaults, i.e. the behaviour it was trained with.
-OPTION_DEFAULTS = {"scan": "auto", "projection": "auto", "remat": "none", "vjp": "autodiff"}
+OPTION_DEFAULTS = {"scan": "auto", "projection": "auto", "remat": "none", "vjp": "autodiff", "precision": None}
 SCANS = ("auto", "sequential", "associative")
 PROJECTIONS = ("auto", "hoisted", "per_step")
 REMATS = ("none", "step", "sqrt")  # or a positive int chunk length
 VJPS = ("autodiff", "fused")
+PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")  # None: JAX's default
 
 # Defaults per task, measured on 2 shared CPU cores: adding reaches test MSE < 0.01 at T = 100 by step
 # ~500 (1500 leave a margin); copy (T = 10) reaches CE ~0.11 against the memoryless 0.69; chars beats the
@@ -142,6 +144,8 @@ def resolve(config: dict) -> dict:
   for name, allowed in (("scan", SCANS), ("projection", PROJECTIONS), ("vjp", VJPS)):
     if out[name] not in allowed:
       raise ConfigError(f"--{name} must be one of {', '.join(allowed)}; got {out[name]!r}.")
+  if out["precision"] is not None and out["precision"] not in PRECISIONS:
+    raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}; got {out['precision']!r}.")
   remat = out["remat"]
   if not (remat in REMATS or (isinstance(remat, int) and not isinstance(remat, bool) and remat >= 1)):
     raise ConfigError(f"--remat must be none, step, sqrt or a positive integer (chunk length), got {remat!r}.")
@@ -153,10 +157,16 @@ def resolve(config: dict) -> dict:
 
 
 def sequence_options(config: dict) -> dict:
-  """The keyword options of ``jrnn.unroll_batch`` that ``config`` asks for (a missing key: its default)."""
+  """The keyword options of ``jrnn.unroll_batch`` that ``config`` asks for (a missing key: its default).
+
+  ``precision`` is passed only when set: a config without it (JAX's default)
+  calls ``unroll_batch`` exactly as before the option existed.
+  """
   options = {k: config.get(k, default) for k, default in OPTION_DEFAULTS.items()}
   if options["remat"] == "none":
     options["remat"] = None
+  if options["precision"] is None:
+    del options["precision"]
   return options
 
 
@@ -171,12 +181,12 @@ class _Model(NamedTuple):
   def many_to_one(self, params, xs):
     """Batched many-to-one: ``xs [B, T, I] -> y [B, O]``, the head on the last step's output."""
     _, hs = jrnn.unroll_batch(self.cell, params.cell, xs, **self.options)
-    return self.head.apply(params.head, hs[:, -1])
+    return self.head.apply(params.head, hs[:, -1], precision=self.options.get("precision"))
 
   def many_to_many(self, params, xs, carry=None):
     """Batched many-to-many: ``xs [B, T, I] -> (carry, ys [B, T, O])``."""
     carry, hs = jrnn.unroll_batch(self.cell, params.cell, xs, carry, **self.options)
-    return carry, self.head.apply(params.head, hs)
+    return carry, self.head.apply(params.head, hs, precision=self.options.get("precision"))
 
 
 def _model(config, input_size, output_size):
