@@ -57,4 +57,4 @@ docs: $(DOCS)
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis docs/_build dist build
+	rm -rf $(VENV) .pytest_cache .hypothesis docs/_build dist build jrnn.egg-info
