@@ -37,13 +37,13 @@ $(DOCS): pyproject.toml Makefile | $(BIN)/python
 # ruff (lint, then formatting) over the code and tests, and pyright over jrnn/
 # (configured in pyproject.toml). `make format` applies what the first two ask for.
 lint: $(DEV)
-	$(BIN)/ruff check jrnn tests
-	$(BIN)/ruff format --check jrnn tests
+	$(BIN)/ruff check jrnn tests docs/conf.py
+	$(BIN)/ruff format --check jrnn tests docs/conf.py
 	$(BIN)/pyright
 
 format: $(DEV)
-	$(BIN)/ruff check --fix jrnn tests
-	$(BIN)/ruff format jrnn tests
+	$(BIN)/ruff check --fix jrnn tests docs/conf.py
+	$(BIN)/ruff format jrnn tests docs/conf.py
 
 # The tests and the docstring examples (doctests in jrnn/), after the lint.
 test: lint
