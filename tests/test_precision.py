@@ -13,6 +13,8 @@ precision, so the values must not change).
 """
 
 import functools
+import pathlib
+import re
 
 import chex
 import jax
@@ -231,3 +233,18 @@ def test_the_options_value_carries_the_precision():
   options = jrnn.Options(precision="highest", vjp="fused")
   assert_every_dot(lambda p: jrnn.unroll(LSTM, p, XS, **options._asdict())[1], LSTM_PARAMS, expected=HIGHEST)
   np.testing.assert_equal(jrnn.Options().precision, None)
+
+
+def test_the_accelerators_page_runs_as_written(capsys):
+  """docs/accelerators.md: its code runs in order, and what it prints is what the page says."""
+  page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "accelerators.md"
+  ns = {}
+  try:
+    for code in re.findall(r"```python\n(.*?)```", page.read_text(), re.S):
+      exec(compile(code, str(page), "exec"), ns)
+  finally:
+    jax.config.update("jax_default_matmul_precision", None)
+  assert capsys.readouterr().out.split("\n")[1:] == ["bfloat16 bfloat16 float32", "float32", "True", ""]
+  if jax.default_backend() == "cpu":
+    chex.assert_trees_all_equal(ns["fast"], ns["exact"])
+  chex.assert_trees_all_close(ns["exact_again"], ns["exact"], rtol=1e-6, atol=1e-7)
