@@ -63,6 +63,8 @@ autodoc_member_order = "bysource"
 autodoc_preserve_defaults = True  # show `dtype=jnp.float32` as written, not the class repr
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
+# `xs: jax.typing.ArrayLike` would otherwise print as the eight types of the union it stands for.
+autodoc_type_aliases = {"jax.typing.ArrayLike": "jax.typing.ArrayLike", "ArrayLike": "jax.typing.ArrayLike"}
 autodoc_default_options = {"show-inheritance": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False

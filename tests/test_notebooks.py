@@ -51,6 +51,8 @@ def test_first_code_cell_installs_jrnn(path):
   first = code_cells(nb)[0]
   assert first.source.startswith('# @title Install jrnn { display-mode: "form" }\n')
   assert nb.cells.index(first) == 1 and nb.cells[0].cell_type == "markdown"  # only the title comes before it
+  # Folded away where the notebook is read rather than run: Colab's form, the docs site's hide-input toggle.
+  assert first.metadata.get("cellView") == "form" and "hide-input" in first.metadata.get("tags", [])
   assert first.source == code_cells(nbformat.read(NOTEBOOKS[0], as_version=4))[0].source, (
     f"{path.name}'s install cell differs from {NOTEBOOKS[0].name}'s: the six must be identical"
   )

@@ -4,7 +4,8 @@ The distributions are built from a copy of the checkout's sources (so that the b
 the checkout), with the ``setuptools`` of the running environment (``--no-isolation``: nothing to
 download). The wheel is installed, not editable, into a fresh virtual environment (pip fetches jax and the
 other dependencies from the package registry or its cache) and run from a directory outside the checkout,
-so the ``jrnn`` that answers is the installed one. Takes about a minute with a warm pip cache.
+so the ``jrnn`` that answers is the installed one. The install itself is the notebooks' first cell with a
+wheel path typed into its form, as a reader does on Colab. Takes about a minute with a warm pip cache.
 """
 
 import math
@@ -17,6 +18,8 @@ import tarfile
 import zipfile
 
 import pytest
+
+from tests.test_notebooks import install_cell
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCES = ("jrnn", "pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "MANIFEST.in")
@@ -81,7 +84,11 @@ def test_wheel_installs_in_a_fresh_venv_and_runs_outside_the_checkout(dists, tmp
   venv = tmp_path / "venv"
   _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
   python, jrnn_cmd = str(venv / "bin" / "python"), str(venv / "bin" / "jrnn")
-  _run([python, "-m", "pip", "install", "-q", str(wheel)], cwd=tmp_path)
+  # Installed as a Colab reader would: the notebooks' install cell, with the wheel's path typed in its form.
+  cell = tmp_path / "install_cell.py"
+  cell.write_text(install_cell(str(wheel)))
+  said = _run([python, str(cell)], cwd=tmp_path)
+  assert re.fullmatch(r"jrnn \S+ from \S+/site-packages/jrnn\n", said), said
 
   where = _run(
     [python, "-c", "import jrnn, sysconfig; print(jrnn.__file__); print(sysconfig.get_paths()['purelib'])"],
