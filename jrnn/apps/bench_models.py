@@ -39,7 +39,8 @@ class Config:
     return fwd if mode == "forward" else 3 * fwd
 
 
-def _data(cfg: Config, seed: int = 0):
+def data(cfg: Config, seed: int = 0):
+  """Inputs ``xs [B, T, I]`` and targets ``ys [B, T, O]``, standard normal float32, as numpy."""
   rng = np.random.default_rng(seed)
   xs = rng.normal(size=(cfg.batch, cfg.length, cfg.input_size)).astype(np.float32)
   ys = rng.normal(size=(cfg.batch, cfg.length, cfg.output_size)).astype(np.float32)
@@ -49,8 +50,11 @@ def _data(cfg: Config, seed: int = 0):
 # --- jrnn --------------------------------------------------------------------------------------
 
 
-def jrnn_fns(cfg: Config, mode: str, unroll: int = 1, **options):
-  """jrnn's cell + linear head on the batch, ``jrnn.unroll_batch(..., **options)``."""
+def jrnn_model(cfg: Config, unroll: int = 1, **options):
+  """jrnn's cell + linear head: ``(forward, params)``, ``forward(params, xs [B, T, I]) -> ys [B, T, O]``.
+
+  The cell runs over the batch with ``jrnn.unroll_batch(..., **options)``.
+  """
   cell = CELLS[cfg.cell](cfg.hidden)
   head = jrnn.linear(cfg.output_size)
   k1, k2 = jax.random.split(jax.random.key(0))
@@ -59,7 +63,22 @@ def jrnn_fns(cfg: Config, mode: str, unroll: int = 1, **options):
   def forward(params, xs):
     return head.apply(params[1], jrnn.unroll_batch(cell, params[0], xs, unroll=unroll, **options)[1])
 
-  return _jax_fns(forward, params, cfg, mode)
+  return forward, params
+
+
+def jrnn_fns(cfg: Config, mode: str, unroll: int = 1, **options):
+  """jrnn's cell + linear head on the batch, ``jrnn.unroll_batch(..., **options)``."""
+  return _jax_fns(*jrnn_model(cfg, unroll, **options), cfg, mode)
+
+
+def mse_loss(forward):
+  """``loss_fn(params, (xs, ys))``: the mean squared error of ``forward(params, xs)`` against ``ys``."""
+
+  def loss_fn(params, batch):
+    xs, ys = batch
+    return jnp.mean(jnp.square(forward(params, xs) - ys))
+
+  return loss_fn
 
 
 def _jax_fns(forward, params, cfg, mode):
@@ -70,18 +89,13 @@ def _jax_fns(forward, params, cfg, mode):
   computes the gradient's global norm (its metrics), one reduction over the
   params, which is small beside the scan.
   """
-  xs, ys = (jnp.asarray(a) for a in _data(cfg))
+  xs, ys = (jnp.asarray(a) for a in data(cfg))
   if mode == "forward":
     fn = jax.jit(forward)
     args = (params, xs)
   else:
     opt = optax.adam(1e-3)
-
-    def loss_fn(params, batch):
-      xs, ys = batch
-      return jnp.mean(jnp.square(forward(params, xs) - ys))
-
-    fn = jax.jit(jrnn.train.make_step(loss_fn, opt))
+    fn = jax.jit(jrnn.train.make_step(mse_loss(forward), opt))
     args = (params, opt.init(params), (xs, ys))
   return (lambda: jax.block_until_ready(fn(*args))), (fn, args)
 
@@ -100,7 +114,7 @@ def _flax_fns(cfg: Config, mode: str, unroll: int = 1):
       return nn.Dense(cfg.output_size)(nn.RNN(cell_cls(cfg.hidden), unroll=unroll)(xs))
 
   model = Model()
-  xs, _ = _data(cfg)
+  xs, _ = data(cfg)
   params = model.init(jax.random.key(0), jnp.asarray(xs[:, :1]))
   return _jax_fns(model.apply, params, cfg, mode)
 
@@ -117,7 +131,7 @@ def _torch_fns(cfg: Config, mode: str, unroll: int = 1):
   rnn_cls = {"elman": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cfg.cell]
   rnn = rnn_cls(cfg.input_size, cfg.hidden, batch_first=True).to(device)
   head = torch.nn.Linear(cfg.hidden, cfg.output_size).to(device)
-  xs, ys = (torch.from_numpy(a).to(device) for a in _data(cfg))
+  xs, ys = (torch.from_numpy(a).to(device) for a in data(cfg))
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
   if mode == "forward":
 
