@@ -1,6 +1,7 @@
 """The benchmark harness: FLOP counts by hand, and a tiny interleaved run end to end."""
 
 import json
+import os
 
 import jax
 import numpy as np
@@ -124,3 +125,59 @@ def test_bad_sizes_exit_2(argv, capsys):
   with pytest.raises(SystemExit) as e:
     bench.main(argv)
   assert e.value.code == 2 and "integers" in capsys.readouterr().err
+
+
+def test_scaling_runs_in_a_new_process_with_eight_devices(tmp_path, capsys):
+  """``--scaling --quick`` end to end: structure, the guard, the arithmetic of the table; not speed."""
+  jax.devices()  # JAX has started here with its one CPU device, so --scaling must start a process of its own
+  assert bench.main(["--scaling", "--quick", "--out", str(tmp_path)]) == 0
+  (path,) = (tmp_path / "scaling").glob("*-quick.json")
+  result = json.loads(path.read_text())
+  env, rows, guard = result["environment"], result["rows"], result["guard"]
+  assert env["cpu_devices"] == 8 and env["cpu_count"] == os.cpu_count() and env["backend"] == "cpu"
+  assert "--xla_force_host_platform_device_count=8" in env["xla_flags"]
+  assert result["config"] == dict(result["config"], cell="lstm", hidden=8, length=4, batch=8)
+  assert [r["devices"] for r in rows] == [1, 2, 4, 8] and [r["batch_per_device"] for r in rows] == [8, 4, 2, 1]
+  # The guard: one step on every mesh is the one-device step, to float32 tolerance.
+  assert guard["ok"] and guard["max_param_diff"] <= 1e-5
+  np.testing.assert_allclose([r["loss"] for r in rows], rows[0]["loss"], rtol=1e-5)
+  np.testing.assert_allclose([r["grad_norm"] for r in rows], rows[0]["grad_norm"], rtol=1e-5)
+  for r in rows:
+    assert len(r["times_s"]) == 2 and r["median_s"] > 0
+    assert r["speedup"] == pytest.approx(rows[0]["median_s"] / r["median_s"])
+    assert r["efficiency"] == pytest.approx(r["speedup"] / r["devices"])
+    assert r["ideal_speedup"] == min(r["devices"], env["cores_available"])
+  assert "share this machine's" in result["note"]
+  out = capsys.readouterr().out
+  assert "| 8 | 1 |" in out and "guard (held)" in out and out.count("first call") == 4
+
+
+@pytest.mark.parametrize(
+  "argv, message",
+  [
+    (["--scaling", "--batch", "12"], "divisible"),
+    (["--scaling", "--devices", "2,4"], "must include 1"),
+    (["--scaling", "--devices", "1,x"], "integers"),
+    (["--scaling", "--remat-study"], "ask for one"),
+  ],
+)
+def test_bad_scaling_flags_exit_2(argv, message, capsys):
+  with pytest.raises(SystemExit) as e:
+    bench.main(argv)
+  assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_scaling_defaults_and_device_check():
+  a = bench._parse(["--scaling"])
+  assert (a.cells, a.hidden, a.lengths, a.batch, a.repeats, a.devices) == (
+    ("lstm",),
+    (256,),
+    (128,),
+    64,
+    15,
+    (1, 2, 4, 8),
+  )
+  assert bench._parse(["--scaling", "--quick", "--batch", "16", "--devices", "4,1"]).batch == 16
+  assert bench._parse(["--scaling", "--devices", "4,1,2"]).devices == (1, 2, 4)
+  with pytest.raises(ValueError, match="CPU devices"):  # this process has one: the study itself says so
+    bench.scaling_study(devices=(1, 2 * len(jax.devices("cpu"))))
