@@ -145,9 +145,10 @@ def test_scaling_runs_in_a_new_process_with_eight_devices(tmp_path, capsys):
   for r in rows:
     assert len(r["times_s"]) == 2 and r["median_s"] > 0
     assert r["speedup"] == pytest.approx(rows[0]["median_s"] / r["median_s"])
+    assert r["min_s"] <= r["median_s"] and r["speedup_of_min"] == pytest.approx(rows[0]["min_s"] / r["min_s"])
     assert r["efficiency"] == pytest.approx(r["speedup"] / r["devices"])
     assert r["ideal_speedup"] == min(r["devices"], env["cores_available"])
-  assert "share this machine's" in result["note"]
+  assert "share this machine's" in result["note"] and "load average of" in result["note"]
   out = capsys.readouterr().out
   assert "| 8 | 1 |" in out and "guard (held)" in out and out.count("first call") == 4
 
