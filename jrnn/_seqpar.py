@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.sharding import Mesh
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jrnn import _cell
@@ -77,7 +78,10 @@ def sequence_parallel_unroll(
   The result equals :func:`jrnn.unroll` on one device, values and gradients,
   up to rounding (the tests hold it to ``1e-12`` in float64). ``jax.grad``
   works through it (``jax.shard_map`` with ``check_vma``; the parameters'
-  gradients are summed over the devices).
+  gradients are summed over the devices). It places its inputs (params and
+  carry replicated, ``xs`` and ``mask`` split along time); under ``jax.jit``
+  an argument committed to a single device conflicts with the mesh, so create
+  ``xs`` split (``NamedSharding(mesh, P(axis))``) or uncommitted.
 
   It pays only when **one sequence** is too long for one device's memory (or
   too long to fill several devices otherwise): with a batch of ``B ≥ D``
@@ -182,6 +186,8 @@ def sequence_parallel_unroll(
     body, args, in_specs = (lambda p, c, x: local(p, c, x, None)), (params, carry, xs), (P(), P(), time)
   else:
     body, args, in_specs = local, (params, carry, xs, mask), (P(), P(), time, time)
+  # Where each piece lives (a no-op for arrays already placed so; under jit, a sharding constraint).
+  args = tuple(jax.device_put(arg, NamedSharding(mesh, spec)) for arg, spec in zip(args, in_specs))
 
   def stacked(params, *args):
     # Params are the same on every device; marking them as varying here means the backward pass sums their

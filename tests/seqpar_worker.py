@@ -164,8 +164,16 @@ def main():
     indivisible = None
   except ValueError as e:
     indivisible = str(e)
+  # Outside jit, inputs committed to one device are placed on the mesh.
+  xs = jax.device_put(jax.random.normal(jax.random.key(1), (T, I), jnp.float64), jax.devices()[0])
+  _, hs = sequence_parallel_unroll(cell, params, xs, mesh=mesh)
+  placed = {
+    "hs_spec": list(hs.sharding.spec),
+    "max_abs_diff": _max_abs(hs, jrnn.unroll(cell, params, xs, scan="sequential")[1]),
+  }
   info = {
     "device_count": jax.device_count(),
+    "committed_inputs": placed,
     "mesh_shape": dict(mesh.shape),
     "cases": results,
     "indivisible_error": indivisible,

@@ -78,6 +78,11 @@ def test_no_collective_runs_inside_a_scan(four_devices):
       assert loops >= 2, result["case"]
 
 
+def test_inputs_committed_to_one_device_are_placed(four_devices):
+  placed = four_devices["committed_inputs"]
+  assert placed["hs_spec"] == ["time"] and placed["max_abs_diff"] <= 1e-12
+
+
 def test_indivisible_length_names_both(four_devices):
   message = four_devices["indivisible_error"]
   assert f"T={seqpar_worker.T + 2}" in message and f"{DEVICES} devices" in message and "'time'" in message
