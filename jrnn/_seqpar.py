@@ -130,7 +130,7 @@ def sequence_parallel_unroll(
     the same call splits time ``D`` ways:
 
     >>> import jax, jax.numpy as jnp, jrnn
-    >>> from jrnn._seqpar import sequence_parallel_unroll
+    >>> from jrnn.sharding import sequence_parallel_unroll
     >>> mesh = jrnn.sharding.data_mesh(jax.devices()[:1], axis="time")
     >>> cell = jrnn.min_gru(16)
     >>> params = cell.init(jax.random.key(0), 4)

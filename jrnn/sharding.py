@@ -40,38 +40,30 @@ their sequences); 0-d leaves are replicated. ``B`` must be divisible by ``D``
 (a ``ValueError`` says so, naming both).
 
 Multi-host (a TPU pod slice, several GPU hosts): start every process with
-``jax.distributed.initialize()`` (arguments are discovered on Cloud TPU and
-under SLURM; elsewhere pass ``coordinator_address``, ``num_processes`` and
-``process_id``) before anything else touches JAX; then ``jax.devices()`` lists
-the devices of all hosts and :func:`data_mesh` spans them. Each host runs the
-same program and its ``batch_fn`` returns only **its own** rows, ``B / P`` of
-them for ``P`` processes, as numpy (or host-local) arrays: :func:`shard_batch`
-assembles the global array with ``jax.make_array_from_process_local_data``,
-without any host seeing the whole batch. Params must start identical on every
-host (the same seed); :func:`replicate` then makes them one global replicated
-array. Metrics come back replicated, so every host can read the loss.
+:func:`jrnn.distributed.initialize` (``jax.distributed.initialize`` with
+bounded waits for the other processes; arguments are discovered on Cloud TPU
+and under SLURM, elsewhere pass the coordinator's address, the number of
+processes and this process's id) before anything else touches JAX; then
+``jax.devices()`` lists the devices of all hosts and :func:`data_mesh` spans
+them. Each host runs the same program and its ``batch_fn`` returns only **its
+own** rows (:func:`jrnn.distributed.process_rows`: ``B / P`` of them for ``P``
+processes), as numpy (or host-local) arrays: :func:`shard_batch` assembles the
+global array with ``jax.make_array_from_process_local_data``, without any host
+seeing the whole batch. Params must start identical on every host (the same
+seed); :func:`replicate` then makes them one global replicated array. Metrics
+come back replicated, so every host can read the loss. ``jrnn train`` does all
+this with ``--distributed``; ``docs/distributed.md`` has the recipes.
 
-Sequence parallelism (sharding the time axis) was considered and is not
-offered:
-
-* For the non-linear cells (Elman, GRU, LSTM) ``h_t`` needs ``h_{t-1}``: a
-  device holding steps ``[kT/D, (k+1)T/D)`` waits for device ``k - 1``'s final
-  carry, so the devices run one after another. Splitting time buys memory (the
-  BPTT residuals are spread out), never speed, and the carry crosses devices
-  ``D - 1`` times per direction per layer.
-* For the linear recurrences (minGRU, minLSTM, LRU: ``h_t = a_t h_{t-1} + b_t``)
-  the associative scan could shard time: each device scans its chunk, the
-  ``D`` chunk summaries ``(∏ a, h_end)`` are scanned across devices (one
-  all-gather of ``D × [B, H]``), and each device corrects its chunk with
-  ``h_t += (∏_{s≤t} a_s) h_{start}``. Communication is small, but it pays only
-  when one sequence is so long that a device's batch share does not fill it or
-  does not fit in memory: with ``B ≥ D`` data parallelism already uses every
-  device with one all-reduce of the gradients and no change to the cells, and
-  on CPU and GPU our measurements (``jrnn.unroll``'s ``scan="auto"``) favour the
-  sequential scan up to thousands of steps anyway. GSPMD does not partition
-  ``lax.associative_scan``'s strided slices along time efficiently on its own,
-  so it would need a ``shard_map`` kernel per cell; a user with such sequences
-  can write one over :func:`jrnn.unroll`'s chunks with an initial carry.
+Sequence parallelism (sharding the time axis) is offered for the cells whose
+recurrence is linear in the carry (min_gru, min_lstm, lru):
+:func:`sequence_parallel_unroll` splits one sequence's steps over a mesh axis
+with ``jax.shard_map`` (each device scans its chunk, one all-gather of the
+``D`` chunk summaries ``(∏ a, c_end)``, each device corrects its chunk with the
+incoming carry). It pays only when one sequence is too long for one device:
+with ``B ≥ D``, data parallelism uses every device with one all-reduce of the
+gradients. For the non-linear cells (Elman, GRU, LSTM) ``h_t`` needs
+``h_{t-1}``, so devices holding consecutive chunks would run one after another:
+splitting time would buy memory, never speed, and is not offered.
 """
 
 from __future__ import annotations
@@ -85,11 +77,14 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jrnn._seqpar import sequence_parallel_unroll as sequence_parallel_unroll
+
 __all__ = (
   "DataParallelStep",
   "data_mesh",
   "data_parallel",
   "replicate",
+  "sequence_parallel_unroll",
   "shard_batch",
 )
 
