@@ -18,6 +18,19 @@ numbers.
 Restoring the state saved after step ``N`` and training on to ``2N`` gives
 bit-identical params to an uninterrupted ``2N``-step run when the batches are
 a function of the step number (see :func:`jrnn.train.fit`).
+
+In a multi-process run (:func:`jrnn.distributed.initialize`) every process
+calls :func:`save` and :func:`restore` with the same arguments, and
+``directory`` must be the same shared file system on every host. Process 0
+creates the temporary directory; every process writes its shards of the
+global arrays into it (orbax writes a replicated array once); after a barrier
+that all processes reach only once their shards are on disk, process 0 writes
+``meta.json`` and the manifest and makes the one rename, then tells the others
+whether it succeeded, so every process returns (or raises) the same outcome.
+Leaves that are not global arrays (the PRNG key) must be equal on every
+process and are written once, by process 0. A restore reads global arrays
+back onto the shardings of ``like``'s arrays, so each process loads its own
+shards.
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ import jax
 import numpy as np
 
 from jrnn import _checks
+from jrnn import distributed
 
 __all__ = (
   "CheckpointError",
@@ -125,6 +139,31 @@ def _tree(state):
   return tree
 
 
+def _is_global(x):
+  """A ``jax.Array`` with shards on other processes' devices (a multi-process run's global array)."""
+  return isinstance(x, jax.Array) and not x.is_fully_addressable
+
+
+def _for_orbax(tree):
+  """``tree`` as orbax should write it: in a multi-process run, leaves other than global arrays as numpy.
+
+  Such leaves hold the same values on every process; orbax writes a numpy leaf
+  once, from process 0, where per-process arrays would be written by every
+  process to the same file.
+  """
+  if jax.process_count() == 1:
+    return tree
+  return jax.tree_util.tree_map(lambda x: x if _is_global(x) else np.asarray(x), tree)
+
+
+def _restore_target(x):
+  """What orbax restores a leaf shaped like ``x`` into: where ``x`` lives, whatever the saving run's devices were."""
+  if jax.process_count() > 1 and not _is_global(x):  # saved as numpy (see _for_orbax): numpy on every process
+    return np.zeros(np.shape(x), jax.numpy.result_type(x))
+  where = x.sharding if isinstance(x, jax.Array) else jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.ShapeDtypeStruct(np.shape(x), jax.numpy.result_type(x), sharding=where)
+
+
 def _signature(tree):
   """``[[path, shape, dtype], ...]`` of every leaf: what a restore target must match."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
@@ -155,43 +194,70 @@ def save(directory: str, state: TrainState, *, metadata: dict | None = None, kee
   step = int(state.step)
   if step < 0:
     raise ValueError(f"jrnn.checkpoint.save: step must be non-negative, got {step}.")
+  main = jax.process_index() == 0
   directory = os.path.abspath(directory)
-  os.makedirs(directory, exist_ok=True)
   final = step_dir(directory, step)
-  tmp = os.path.join(directory, f".tmp-step_{step:08d}-{uuid.uuid4().hex}")
+  # One name on every process: process 0 draws it.
+  token = distributed._share(f"checkpoint {step}: name", uuid.uuid4().hex if main else None)
+  tmp = os.path.join(directory, f".tmp-step_{step:08d}-{token}")
+  outcome = "ok"
   try:
-    os.makedirs(tmp)
+    if main:
+      os.makedirs(tmp)
+    distributed.barrier(f"checkpoint {step}: directory made")
     checkpointer = ocp.StandardCheckpointer()
     try:
-      checkpointer.save(os.path.join(tmp, "state"), _tree(state))
+      checkpointer.save(os.path.join(tmp, "state"), _for_orbax(_tree(state)))
       checkpointer.wait_until_finished()
     finally:
       checkpointer.close()
-    meta = {
-      "format": FORMAT,
-      "step": step,
-      "has_carry": state.carry is not None,
-      "leaves": _signature(_tree(state)),
-      "metadata": {} if metadata is None else metadata,
-    }
-    _write_json(os.path.join(tmp, "meta.json"), meta)
-    _write_json(os.path.join(tmp, "MANIFEST.json"), {f: _sha256(os.path.join(tmp, f)) for f in _files(tmp)})
-    if os.path.exists(final):  # re-saving a step: swap, so that one of the two is always complete
-      old = os.path.join(directory, f".old-step_{step:08d}-{uuid.uuid4().hex}")
-      os.rename(final, old)
-      os.rename(tmp, final)
-      shutil.rmtree(old, ignore_errors=True)
+    distributed.barrier(f"checkpoint {step}: every process's shards written")
+    if main:
+      try:
+        _commit(directory, tmp, final, state, step, metadata)
+      except Exception as e:
+        outcome = f"{type(e).__name__}: {e}"
+        raise
+      finally:  # the others return or raise with process 0
+        distributed._share(f"checkpoint {step}: outcome", outcome)
     else:
-      os.rename(tmp, final)
+      outcome = distributed._share(f"checkpoint {step}: outcome", None)
   except Exception as e:
-    shutil.rmtree(tmp, ignore_errors=True)
+    if main:
+      shutil.rmtree(tmp, ignore_errors=True)
+    why = f"{type(e).__name__}: {e}"
     raise CheckpointError(
-      f"saving checkpoint step {step} to {directory} failed ({type(e).__name__}: {e}); "
-      "earlier checkpoints are untouched."
+      f"saving checkpoint step {step} to {directory} failed ({why}); earlier checkpoints are untouched."
     ) from e
-  for old_step in all_steps(directory)[:-keep]:
-    shutil.rmtree(step_dir(directory, old_step), ignore_errors=True)
+  if outcome != "ok":
+    raise CheckpointError(
+      f"saving checkpoint step {step} to {directory} failed in process 0 ({outcome}); "
+      "earlier checkpoints are untouched."
+    )
+  if main:
+    for old_step in all_steps(directory)[:-keep]:
+      shutil.rmtree(step_dir(directory, old_step), ignore_errors=True)
   return final
+
+
+def _commit(directory, tmp, final, state, step, metadata):
+  """Process 0, once every shard is written: ``meta.json``, the manifest, then the one rename."""
+  meta = {
+    "format": FORMAT,
+    "step": step,
+    "has_carry": state.carry is not None,
+    "leaves": _signature(_tree(state)),
+    "metadata": {} if metadata is None else metadata,
+  }
+  _write_json(os.path.join(tmp, "meta.json"), meta)
+  _write_json(os.path.join(tmp, "MANIFEST.json"), {f: _sha256(os.path.join(tmp, f)) for f in _files(tmp)})
+  if os.path.exists(final):  # re-saving a step: swap, so that one of the two is always complete
+    old = os.path.join(directory, f".old-step_{step:08d}-{uuid.uuid4().hex}")
+    os.rename(final, old)
+    os.rename(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+  else:
+    os.rename(tmp, final)
 
 
 def _resolve(directory, step):
@@ -288,7 +354,7 @@ def restore(directory: str, like: TrainState, *, step: int | None = None) -> Tra
       f"checkpoint {path} does not fit the model being restored: it has {g} where the "
       f"model has {w}; was it saved with another task, cell or size?"
     )
-  target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jax.numpy.result_type(x)), _tree(like))
+  target = jax.tree_util.tree_map(_restore_target, _tree(like))
   checkpointer = ocp.StandardCheckpointer()
   try:
     tree = checkpointer.restore(os.path.join(path, "state"), target)
