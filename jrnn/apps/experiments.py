@@ -22,6 +22,13 @@ copy       many-to-many  ``B`` fresh sequences, T blanks        test CE vs memor
 chars      many-to-many  window ``i`` of ``B`` streams (TBPTT)  valid CE vs bigram
 sunspots   many-to-one   ``B`` random training windows          test MSE vs persistence
 =========  ============  =====================================  ======================
+
+In a multi-process run each process builds the experiment with ``rows``, its
+share of the global batch (:func:`jrnn.distributed.process_rows`): ``batch_fn``
+then returns only those rows of the global batch ``i``, and ``initial_carry``
+only their carries. chars and sunspots read only their rows of the data (the
+streams, the drawn windows); adding and copy draw the global batch from the
+step's key, which is cheap, and keep their rows. Evaluation is unchanged.
 """
 
 from __future__ import annotations
@@ -96,12 +103,14 @@ class Experiment(NamedTuple):
     loss_fn: ``(params, batch) -> loss``, or ``-> (loss, carry)`` when
       ``initial_carry`` is not None (stateful TBPTT; the batch is then
       ``(window, carry)``).
-    batch_fn: ``i -> batch`` for step ``i``, a pure function of ``i``.
+    batch_fn: ``i -> batch`` for step ``i``, a pure function of ``i``: the
+      global batch, or only the rows given to :func:`build`.
     evaluate: ``(params, full) -> {name: float}``; ``full=False`` may use a
       subset (cheap enough to run during training).
     metric: the name in ``evaluate``'s result that the baselines compare with.
     baselines: ``{description: value}`` of the same metric.
-    initial_carry: ``params -> batched carry`` for stateful training, or None.
+    initial_carry: ``params -> batched carry`` for stateful training (one row
+      per row of ``batch_fn``'s batches), or None.
     metadata: JSON-serialisable data the experiment needs again (the vocabulary).
   """
 
@@ -210,8 +219,19 @@ def _model(config, input_size, output_size):
   return _Model(cell, head, init, options)
 
 
-def _dogs(config, key):
-  del key
+def _rows_of(batch, rows):
+  """The ``rows`` of every leaf with a batch dimension, as numpy (``rows=None``: ``batch`` as it is).
+
+  numpy, because :func:`jrnn.sharding.shard_batch` takes a process's rows as
+  host data, and slicing there compiles nothing.
+  """
+  if rows is None:
+    return batch
+  return jax.tree_util.tree_map(lambda x: np.asarray(x)[rows] if np.ndim(x) > 0 else x, batch)
+
+
+def _dogs(config, key, rows):
+  del key, rows  # one sequence: a run of several processes cannot split it (jrnn train says so first)
   data = dogs_data()
   m = _model(config, len(DOGS_VOCAB), len(DOGS_VOCAB))
   xs, labels = data.xs[None], data.labels[None]
@@ -244,7 +264,7 @@ def _dogs(config, key):
   )
 
 
-def _adding(config, key):
+def _adding(config, key, rows):
   T, B = config["seq_len"], config["batch"]
   m = _model(config, 2, 1)
   k_train, k_test = jax.random.split(key)
@@ -256,7 +276,7 @@ def _adding(config, key):
   test_mse = jax.jit(lambda params: loss_fn(params, test))
 
   def batch_fn(i):
-    return adding_data(jax.random.fold_in(k_train, i), B, T)
+    return _rows_of(adding_data(jax.random.fold_in(k_train, i), B, T), rows)
 
   return Experiment(
     "adding",
@@ -272,7 +292,7 @@ def _adding(config, key):
   )
 
 
-def _copy(config, key):
+def _copy(config, key, rows):
   T, B = config["seq_len"], config["batch"]
   m = _model(config, COPY_CLASSES, COPY_CLASSES)
   k_train, k_test = jax.random.split(key)
@@ -299,14 +319,14 @@ def _copy(config, key):
     COPY_CLASSES,
     m.init,
     loss_fn,
-    lambda i: copy_data(jax.random.fold_in(k_train, i), B, T),
+    lambda i: _rows_of(copy_data(jax.random.fold_in(k_train, i), B, T), rows),
     evaluate,
     "test_ce",
     {"memoryless": copy_baseline(T)},
   )
 
 
-def _chars(config, key):
+def _chars(config, key, rows):
   del key  # the corpus order is fixed; batch i is window i of the streams
   T, B = config["seq_len"], config["batch"]
   data = chars_task.chars()
@@ -316,6 +336,7 @@ def _chars(config, key):
   windows = (streams.shape[1] - 1) // T
   if windows < 1:
     raise ConfigError(f"--seq-len {T} with --batch {B} leaves no full window in the training text.")
+  streams = _rows_of(streams, rows)  # this process's streams only
   valid_streams = chars_task.streams(data.valid, 16)
 
   def batch_fn(i):
@@ -341,7 +362,7 @@ def _chars(config, key):
 
   def initial_carry(params):
     c = m.cell.initial_carry(params.cell)
-    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (B,) + x.shape), c)
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (streams.shape[0],) + x.shape), c)
 
   baselines = {
     f"uniform (ln {V})": chars_task.uniform_baseline(V),
@@ -363,7 +384,7 @@ def _chars(config, key):
   )
 
 
-def _sunspots(config, key):
+def _sunspots(config, key, rows):
   try:
     data = sunspots_task.sunspots(config["seq_len"])
   except (ImportError, ValueError) as e:  # statsmodels missing; a window too long for the series
@@ -377,7 +398,7 @@ def _sunspots(config, key):
     return losses.mse(m.many_to_one(params, xs), ys)
 
   def batch_fn(i):
-    idx = jax.random.randint(jax.random.fold_in(key, i), (B,), 0, train_xs.shape[0])
+    idx = _rows_of(jax.random.randint(jax.random.fold_in(key, i), (B,), 0, train_xs.shape[0]), rows)
     return train_xs[idx], train_ys[idx]
 
   test_mse = jax.jit(lambda params: loss_fn(params, (jnp.asarray(data.test_xs), jnp.asarray(data.test_ys))))
@@ -399,10 +420,15 @@ def _sunspots(config, key):
 _BUILDERS = {"dogs": _dogs, "adding": _adding, "copy": _copy, "chars": _chars, "sunspots": _sunspots}
 
 
-def build(config: dict, key: jax.Array) -> Experiment:
-  """The :class:`Experiment` for a resolved ``config`` (see :func:`resolve`); ``key`` draws the data."""
+def build(config: dict, key: jax.Array, *, rows: slice | None = None) -> Experiment:
+  """The :class:`Experiment` for a resolved ``config`` (see :func:`resolve`); ``key`` draws the data.
+
+  ``rows``: in a multi-process run, this process's rows of the global batch
+  (:func:`jrnn.distributed.process_rows`); ``batch_fn`` and ``initial_carry``
+  then cover those rows only. Default: the whole batch.
+  """
   try:
-    return _BUILDERS[config["task"]](config, key)
+    return _BUILDERS[config["task"]](config, key, rows)
   except ConfigError:
     raise
   except ValueError as e:  # a task's own check (too few tokens for the batch, ...)

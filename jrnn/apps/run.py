@@ -2,7 +2,8 @@
 
 * :func:`setup_run`: a resolved config -> the experiment, a fresh
   :class:`jrnn.checkpoint.TrainState` and the jitted
-  :func:`jrnn.train.make_step` step.
+  :func:`jrnn.train.make_step` step; with a mesh, data-parallel over it (one
+  process or several, each feeding its own rows).
 * :func:`checkpoint_metadata`: what the run's checkpoints carry beside the
   arrays (``jrnn generate`` and ``jrnn train --resume`` read it).
 * :func:`report`: the final metric beside the task's baselines, as text.
@@ -16,8 +17,11 @@ import os
 
 import jax
 import optax
+from jax.sharding import Mesh
 
 from jrnn import checkpoint
+from jrnn import distributed
+from jrnn import sharding
 from jrnn import train
 from jrnn.apps import experiments
 
@@ -27,23 +31,38 @@ def optimizer(config: dict) -> optax.GradientTransformation:
   return (optax.adam if config["optimizer"] == "adam" else optax.sgd)(config["lr"])
 
 
-def setup_run(config: dict):
+def setup_run(config: dict, *, mesh: Mesh | None = None):
   """Experiment, fresh TrainState and jitted step for a resolved config (:func:`experiments.resolve`).
+
+  Args:
+    config: the resolved config.
+    mesh: train data-parallel over this mesh (:func:`jrnn.sharding.data_mesh`;
+      in a multi-process run it spans every process's devices). Each process
+      then builds only its rows of every batch (:func:`jrnn.distributed.process_rows`),
+      params and optimizer state are replicated on the mesh and the carry of
+      stateful training is split over it. Default: one device, ``jax.jit``.
 
   Returns:
     ``(exp, state, step)``: the :class:`experiments.Experiment`, a
     ``TrainState(0, params, opt_state, data_key, carry)`` and
-    ``jax.jit(jrnn.train.make_step(exp.loss_fn, optimizer(config), ...))``.
+    ``jax.jit(jrnn.train.make_step(exp.loss_fn, optimizer(config), ...))``
+    (with a mesh, ``make_step(..., mesh=mesh)``).
   """
   k_init, k_data = jax.random.split(jax.random.key(config["seed"]))
-  exp = experiments.build(config, k_data)
+  rows = None if mesh is None else distributed.process_rows(config["batch"])
+  exp = experiments.build(config, k_data, rows=rows)
   params = exp.init(k_init)
   opt = optimizer(config)
   stateful = exp.initial_carry is not None
   carry = jax.jit(exp.initial_carry)(params) if exp.initial_carry is not None else None
-  state = checkpoint.TrainState(0, params, jax.jit(opt.init)(params), k_data, carry)  # jit: one compilation
-  step = jax.jit(train.make_step(exp.loss_fn, opt, clip_norm=config["clip_norm"], has_aux=stateful))
-  return exp, state, step
+  opt_state = jax.jit(opt.init)(params)  # jit: one compilation
+  if mesh is None:
+    step = jax.jit(train.make_step(exp.loss_fn, opt, clip_norm=config["clip_norm"], has_aux=stateful))
+  else:  # the same seed on every process: identical params, now one replicated global array
+    params, opt_state = sharding.replicate((params, opt_state), mesh)
+    carry = None if carry is None else sharding.shard_batch(carry, mesh)  # this process's rows -> global
+    step = train.make_step(exp.loss_fn, opt, clip_norm=config["clip_norm"], has_aux=stateful, mesh=mesh)
+  return exp, checkpoint.TrainState(0, params, opt_state, k_data, carry), step
 
 
 def checkpoint_metadata(exp: experiments.Experiment, config: dict) -> dict:
