@@ -9,6 +9,10 @@
   jrnn train --task chars --precision highest           # float32 matmuls on TPU
   jrnn generate --checkpoint-dir runs/chars --prime "def " --length 300 --temperature 0.8
 
+  # one process per host (or two on one machine); the same command in each, but the id
+  jrnn train --task adding --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0
+  jrnn train --task adding --distributed   # Cloud TPU, SLURM, Open MPI: JAX finds the rest
+
 ``train`` prints a progress bar and the evaluations, then the final metric
 beside the task's baselines (and, for ``chars``, a sample); it leaves
 ``history.json`` and ``loss.png`` beside the checkpoints. ``--steps`` is the
@@ -19,6 +23,20 @@ total: ``--resume`` trains from the last checkpoint up to it. ``--scan``,
 saved in the checkpoint and ``--resume`` keeps them (a checkpoint saved before
 an option existed resumes with its default). Bad flags and impossible
 combinations print one line on stderr and exit with status 2.
+
+Multi-process training (``--distributed``, or ``--coordinator``,
+``--num-processes`` and ``--process-id``; see ``docs/distributed.md``) joins
+the run with :func:`jrnn.distributed.initialize` before JAX starts and trains
+data-parallel over every process's devices (:mod:`jrnn.sharding`): each
+process builds only its rows of each batch, ``--batch`` is the global batch
+(a multiple of the number of devices) and the result equals one process on
+the same batch, up to the order of float32 sums. Only process 0 prints, plots
+and writes ``history.json``; every process takes part in each checkpoint,
+which ``--checkpoint-dir`` (the same shared path on every host) receives whole
+or not at all, and ``--resume`` works as in one process. A process that never
+joins, dies, or fails stops the others, each with one line on stderr naming
+what happened (status 1), within ``--init-timeout`` or ``--heartbeat-timeout``
+seconds.
 """
 
 from __future__ import annotations
@@ -122,6 +140,30 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument("--eval-every", type=int, help="evaluate every N steps")
   t.add_argument("--save-every", type=int, help="checkpoint every N steps (default: at each evaluation)")
   t.add_argument("--no-progress", action="store_true", help="no progress bar")
+  d = t.add_argument_group("multi-process training (docs/distributed.md)")
+  d.add_argument(
+    "--distributed",
+    action="store_true",
+    help="join a multi-process run; without the next three flags JAX discovers them "
+    "(Cloud TPU, SLURM, Open MPI, or JAX_COORDINATOR_ADDRESS)",
+  )
+  d.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (implies --distributed)")
+  d.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
+  d.add_argument("--process-id", type=int, metavar="I", help="this process's number, 0 to N-1")
+  d.add_argument(
+    "--init-timeout",
+    type=float,
+    default=300.0,
+    metavar="S",
+    help="seconds to wait for every process to join (default 300)",
+  )
+  d.add_argument(
+    "--heartbeat-timeout",
+    type=float,
+    default=60.0,
+    metavar="S",
+    help="seconds of silence after which another process counts as dead (default 60)",
+  )
   sub.add_parser(
     "bench", help="time jrnn vs Flax vs PyTorch across sequence lengths (jrnn bench --help)", add_help=False
   )
@@ -194,35 +236,108 @@ def _previous_history(directory, upto):
   return keep
 
 
+def _distributed_args(args):
+  """The ``(coordinator, num_processes, process_id)`` to join with, or None for a run of one process."""
+  given = (args.coordinator, args.num_processes, args.process_id)
+  if not args.distributed and all(v is None for v in given):
+    return None
+  if any(v is None for v in given) and any(v is not None for v in given):
+    raise UsageError(
+      "--coordinator, --num-processes and --process-id go together (or pass --distributed alone "
+      "where JAX discovers them: Cloud TPU, SLURM, Open MPI)."
+    )
+  _, n, i = given
+  if n is not None and n < 1:
+    raise UsageError(f"--num-processes must be a positive integer, got {n}.")
+  if n is not None and i is not None and not 0 <= i < n:
+    raise UsageError(f"--process-id must be between 0 and {n - 1}, got {i}.")
+  for flag, value in (("--init-timeout", args.init_timeout), ("--heartbeat-timeout", args.heartbeat_timeout)):
+    if not (math.isfinite(value) and value > 0):
+      raise UsageError(f"{flag} must be a positive number of seconds, got {value}.")
+  return given
+
+
+_JOINED: list[str] = []  # the checkpoint directory of the multi-process run this process joined, if any
+
+
+def _resume_hint(directory) -> str:
+  from jrnn import checkpoint
+
+  last = checkpoint.latest_step(directory)
+  return f" The last checkpoint (step {last}) in {directory} resumes with --resume." if last is not None else ""
+
+
+def _join(joining, args, directory):
+  """Joins the multi-process run ``joining`` (from :func:`_distributed_args`); returns the mesh over its devices."""
+  from jrnn import distributed
+  from jrnn import sharding
+
+  coordinator, num_processes, process_id = joining
+
+  def on_failure(message):
+    print(f"jrnn: error: {message}{_resume_hint(directory)}", file=sys.stderr)
+
+  try:
+    distributed.initialize(
+      coordinator,
+      num_processes,
+      process_id,
+      initialization_timeout=args.init_timeout,
+      heartbeat_timeout=args.heartbeat_timeout,
+      on_failure=on_failure,
+    )
+  except distributed.DistributedError as e:
+    raise UsageError(str(e)) from None
+  _JOINED.append(directory)
+  return sharding.data_mesh()
+
+
 def cmd_train(args) -> int:
   import jax
 
   from jrnn import checkpoint
+  from jrnn import distributed
   from jrnn import train
   from jrnn.apps import experiments
   from jrnn.apps import run
   from jrnn.tasks import chars
 
+  joining = _distributed_args(args)
   config, directory = _resolve_train_config(args)
+  mesh = None if joining is None else _join(joining, args, directory)
+  main = distributed.is_main_process()
+  say = print if main else (lambda *a, **k: None)  # only process 0 logs
+  if mesh is not None and config["batch"] % jax.device_count():
+    raise UsageError(
+      f"--batch {config['batch']} is the global batch: it must be a multiple of the {jax.device_count()} devices "
+      f"of the {jax.process_count()} processes."
+    )
   try:
-    exp, state, step = run.setup_run(config)
+    exp, state, step = run.setup_run(config, mesh=mesh)
   except experiments.ConfigError as e:
     raise UsageError(str(e)) from None
   previous = {}
   if args.resume:
     state = checkpoint.restore(directory, state)
-    previous = _previous_history(directory, state.step)
-    print(f"resumed {directory} at step {state.step}")
+    previous = _previous_history(directory, state.step) if main else {}
+    say(f"resumed {directory} at step {state.step}")
   model = f"{config['cell']}({config['hidden']})"
-  print(
+  say(
     f"jrnn train: {model} on {config['task']}, {config['optimizer']} lr={config['lr']}, "
     f"batch {config['batch']}, seq-len {config['seq_len']}, steps {state.step}->{config['steps']}"
   )
+  if mesh is not None:
+    say(
+      f"data-parallel: {jax.process_count()} processes, {jax.device_count()} devices, "
+      f"{config['batch'] // jax.process_count()} rows of each batch per process"
+    )
   changed = [f"{k}={config[k]}" for k, v in experiments.OPTION_DEFAULTS.items() if config[k] != v]
   if changed:
-    print("sequence options: " + ", ".join(changed))
-  print("baselines: " + ", ".join(f"{k} {v:.4f}" for k, v in exp.baselines.items()), flush=True)
+    say("sequence options: " + ", ".join(changed))
+  say("baselines: " + ", ".join(f"{k} {v:.4f}" for k, v in exp.baselines.items()), flush=True)
   save_every = args.save_every or config["eval_every"]
+  # Evaluation runs in process 0 alone, on a host copy of the (replicated) params: no collective to wait for.
+  local = jax.device_get if mesh is not None else (lambda params: params)
 
   def save(i, params, opt_state, carry):
     checkpoint.save(
@@ -241,33 +356,37 @@ def cmd_train(args) -> int:
       steps=config["steps"],
       start_step=state.step,
       carry=state.carry,
-      eval_fn=lambda p: exp.evaluate(p, False),
+      eval_fn=(lambda p: exp.evaluate(local(p), False)) if main else None,
       eval_every=config["eval_every"],
       save_fn=save,
       save_every=save_every,
-      progress=not args.no_progress,
+      progress=main and not args.no_progress,
+      verbose=main,
       desc=f"{config['task']} {model}",
     )
   except train.NonFiniteLossError as e:
     last = checkpoint.latest_step(directory)
     kept = f"the last checkpoint (step {last}) is kept" if last is not None else "no checkpoint was written"
-    print(
-      f"jrnn: error: training diverged: loss {e.loss} (gradient norm {e.grad_norm}) at step {e.step}; "
+    return _fail(
+      f"training diverged: loss {e.loss} (gradient norm {e.grad_norm}) at step {e.step}; "
       f"{kept}. Try a smaller --lr or --clip-norm.",
-      file=sys.stderr,
+      1,
     )
-    return 1
   elapsed = time.perf_counter() - start
-  final = exp.evaluate(out.params, True)
+  if not main:
+    distributed.shutdown()  # waits for process 0 to finish its outputs
+    return 0
+  params = local(out.params)
+  final = exp.evaluate(params, True)
   history = {k: list(previous.get(k, [])) + list(v) for k, v in out.history.items()}
   print(f"trained {config['steps'] - state.step} steps in {elapsed:.1f} s")
   print(run.report(exp, final))
   if config["task"] == "chars":
     text = chars.generate(
       exp.cell,
-      out.params.cell,
+      params.cell,
       exp.head,
-      out.params.head,
+      params.head,
       (exp.metadata or {})["vocab"],
       "\n",
       300,
@@ -277,7 +396,9 @@ def cmd_train(args) -> int:
     print("sample (temperature 0.8):\n" + text)
   history[f"final_{exp.metric}"] = [final[exp.metric]]
   run.write_outputs(directory, history, exp, config)
-  print(f"wrote {os.path.join(directory, 'loss.png')} and history.json")
+  print(f"wrote {os.path.join(directory, 'loss.png')} and history.json", flush=True)
+  if mesh is not None:
+    distributed.shutdown()
   return 0
 
 
@@ -325,8 +446,28 @@ def cmd_generate(args) -> int:
   return 0
 
 
+def _joined() -> bool:
+  """Whether this process is in a multi-process run (without importing JAX for a bad flag)."""
+  jax = sys.modules.get("jax")
+  return jax is not None and jax.distributed.is_initialized()
+
+
+def _fail(message: str, status: int) -> int:
+  """Prints ``jrnn: error: message``; in a multi-process run also stops the others with it (and never returns)."""
+  print(f"jrnn: error: {message}", file=sys.stderr)
+  if _joined():
+    from jrnn import distributed
+
+    distributed.exit_with_failure(message, status)
+  return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  """Runs the command line; returns the exit status (2 for bad input)."""
+  """Runs the command line; returns the exit status (2 for bad input).
+
+  In a multi-process run, an error ends this process at once (the same one
+  line, the same status) after telling the other processes, which stop too.
+  """
   from jrnn import checkpoint
 
   argv = list(sys.argv[1:] if argv is None else argv)
@@ -338,11 +479,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     return cmd_train(args) if args.command == "train" else cmd_generate(args)
   except UsageError as e:
-    print(f"jrnn: error: {e}", file=sys.stderr)
-    return 2
+    return _fail(str(e), 2)
   except checkpoint.CheckpointError as e:
-    print(f"jrnn: error: {e}", file=sys.stderr)
-    return 1
+    return _fail(str(e), 1)
   except KeyboardInterrupt:
+    if _joined():
+      return _fail("interrupted; resume from the last checkpoint with --resume", 130)
     print("jrnn: interrupted; resume from the last checkpoint with --resume", file=sys.stderr)
     return 130
+  except Exception as e:
+    if not _joined():
+      raise
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    if any(word in first for word in ("Gloo", "Connection reset", "Socket closed")):  # a peer's sockets closed
+      hint = _resume_hint(_JOINED[-1]) if _JOINED else ""
+      return _fail(
+        f"a collective across the processes failed ({first}): another process died, was killed or lost its "
+        f"network.{hint}",
+        1,
+      )
+    import traceback
+
+    traceback.print_exc()
+    return _fail(f"{type(e).__name__}: {first}", 1)
