@@ -10,6 +10,7 @@ benchmark harness live in :mod:`jrnn.apps`, which ``import jrnn`` never loads.
 
 from jrnn import bptt as bptt
 from jrnn import diagnostics as diagnostics
+from jrnn import distributed as distributed
 from jrnn import interop as interop
 from jrnn import losses as losses
 from jrnn import sharding as sharding
@@ -96,6 +97,7 @@ __all__ = (
   "bidirectional",
   "bptt",
   "diagnostics",
+  "distributed",
   "elman",
   "encoder_decoder",
   "gru",
