@@ -26,7 +26,8 @@ time at most ``os.cpu_count()`` ways. The numbers say what sequence parallelism
 costs and saves in memory, not what 8 real accelerators would gain in time.
 
 Usage: ``PYTHONPATH=. python benchmarks/sequence_parallel.py [--quick]``
-writes ``benchmarks/results/sequence_parallel-<backend>-<date>[-quick].json``.
+writes ``benchmarks/results/sequence_parallel/<backend>-<date>[-quick].json`` (a folder of its own: the
+top level of ``results/`` holds the sweeps of ``jrnn bench``, which notebook 05 reads).
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def main(argv=None):
   parser.add_argument("--scan", default="auto", help="the chunk scan (and the unsharded scan)")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--quick", action="store_true", help="T = 2^14, lengths 2^12 and 2^14, 2 repeats")
-  parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"))
+  parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "sequence_parallel"))
   args = parser.parse_args(argv)
   if args.quick:
     args.length, args.memory_lengths, args.repeats = 2**14, [2**12, 2**14], 2
@@ -227,7 +228,7 @@ def main(argv=None):
   out.mkdir(parents=True, exist_ok=True)
   path = (
     out
-    / f"sequence_parallel-{jax.default_backend()}-{result['environment']['date']}{'-quick' if args.quick else ''}.json"
+    / f"{jax.default_backend()}-{result['environment']['date']}{'-quick' if args.quick else ''}.json"
   )
   path.write_text(json.dumps(result, indent=1) + "\n")
   print(f"wrote {path}")
