@@ -31,6 +31,11 @@ from jrnn._cell import Stepwise as Stepwise
 from jrnn._cell import make_cell as make_cell
 from jrnn._elman import ElmanParams as ElmanParams
 from jrnn._elman import elman as elman
+from jrnn._embedding import Embedding as Embedding
+from jrnn._embedding import EmbeddingParams as EmbeddingParams
+from jrnn._embedding import TiedParams as TiedParams
+from jrnn._embedding import embedding as embedding
+from jrnn._embedding import tied_linear as tied_linear
 from jrnn._gru import GRUParams as GRUParams
 from jrnn._gru import gru as gru
 from jrnn._linear import Head as Head
@@ -79,11 +84,13 @@ __all__ = (
   "BlockParams",
   "Cell",
   "ElmanParams",
+  "Embedding",
+  "EmbeddingParams",
   "GRUParams",
   "Head",
+  "LRUParams",
   "LSTMCarry",
   "LSTMParams",
-  "LRUParams",
   "LinearParams",
   "LinearRecurrence",
   "LogCoefficients",
@@ -94,11 +101,13 @@ __all__ = (
   "Projected",
   "SequenceLayer",
   "Stepwise",
+  "TiedParams",
   "bidirectional",
   "bptt",
   "diagnostics",
   "distributed",
   "elman",
+  "embedding",
   "encoder_decoder",
   "gru",
   "interop",
@@ -117,6 +126,7 @@ __all__ = (
   "sharding",
   "stack",
   "tasks",
+  "tied_linear",
   "train",
   "unroll",
   "unroll_batch",
