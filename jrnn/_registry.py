@@ -16,6 +16,7 @@ from jrnn import _elman
 from jrnn import _gru
 from jrnn import _lru
 from jrnn import _lstm
+from jrnn import _lstmp
 from jrnn import _min_gru
 from jrnn import _min_lstm
 from jrnn import _stack
@@ -28,6 +29,8 @@ CELLS: dict[str, Callable[..., _cell.Cell]] = {
   "min_gru": _min_gru.min_gru,
   "min_lstm": _min_lstm.min_lstm,
   "lru": _lru.lru,
+  # an LSTMP whose outputs (P = H // 2) are narrower than its cell state
+  "lstmp": lambda hidden_size, **kw: _lstmp.lstmp(hidden_size, max(1, hidden_size // 2), **kw),
 }
 
 # name -> wrapper(cell, *, dtype) -> Cell: each takes a cell and returns a cell.
