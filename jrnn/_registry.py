@@ -14,6 +14,7 @@ from jrnn import _block
 from jrnn import _cell
 from jrnn import _elman
 from jrnn import _gru
+from jrnn import _layer_norm
 from jrnn import _lru
 from jrnn import _lstm
 from jrnn import _lstmp
@@ -31,6 +32,8 @@ CELLS: dict[str, Callable[..., _cell.Cell]] = {
   "lru": _lru.lru,
   # an LSTMP whose outputs (P = H // 2) are narrower than its cell state
   "lstmp": lambda hidden_size, **kw: _lstmp.lstmp(hidden_size, max(1, hidden_size // 2), **kw),
+  "layer_norm_lstm": _layer_norm.layer_norm_lstm,
+  "layer_norm_gru": _layer_norm.layer_norm_gru,
 }
 
 # name -> wrapper(cell, *, dtype) -> Cell: each takes a cell and returns a cell.
