@@ -40,6 +40,13 @@ def bidirectional(forward: _cell.Cell, backward: _cell.Cell | None = None) -> _c
   anywhere are skipped in both directions). ``carry.backward`` is then the
   backward state after the first real element.
 
+  With ``jrnn.unroll(..., reset=r)`` the sequence is cut into segments that
+  start where ``r`` is True (end there, with ``reverse=True``): the forward
+  direction resets at the first step of each segment, the backward one at
+  its last, so the result equals running each segment through the layer on
+  its own (``carry.forward`` from the last segment, ``carry.backward`` from
+  the first).
+
   The result is a cell wrapper of kind :class:`jrnn.SequenceLayer` with no
   ``step`` (``None``: the backward direction needs the whole sequence): run it
   with :func:`jrnn.unroll`, or put it in :func:`jrnn.stack`. The options of
@@ -74,10 +81,16 @@ def bidirectional(forward: _cell.Cell, backward: _cell.Cell | None = None) -> _c
   def initial_carry(params):
     return BidirectionalCarry(forward.initial_carry(params.forward), backward.initial_carry(params.backward))
 
-  def run(params, carry, xs, mask, options):
-    cf, hf = _unroll.run(forward, params.forward, carry.forward, xs, mask, options)
+  def run(params, carry, xs, mask, options, reset=None):
+    cf, hf = _unroll.run(forward, params.forward, carry.forward, xs, mask, options, reset)
     cb, hb = _unroll.run(
-      backward, params.backward, carry.backward, xs, mask, options._replace(reverse=not options.reverse)
+      backward,
+      params.backward,
+      carry.backward,
+      xs,
+      mask,
+      options._replace(reverse=not options.reverse),
+      _other_end(reset, options.reverse),
     )
     return BidirectionalCarry(cf, cb), jnp.concatenate([hf, hb], axis=-1)
 
@@ -90,3 +103,16 @@ def bidirectional(forward: _cell.Cell, backward: _cell.Cell | None = None) -> _c
     kind=_cell.SequenceLayer(run),
     name=name,
   )
+
+
+def _other_end(reset, reverse):
+  """The resets of the direction opposite to ``reverse``: each segment's other end.
+
+  A segment that starts at ``t`` (``reset[t]``, forward) ends at ``t - 1``, so
+  the backward direction resets at ``t - 1``: ``reset`` shifted one step
+  back; with ``reverse`` the other way.
+  """
+  if reset is None:
+    return None
+  none = jnp.zeros((1,), reset.dtype)
+  return jnp.concatenate([none, reset[:-1]]) if reverse else jnp.concatenate([reset[1:], none])

@@ -137,3 +137,22 @@ def params_mismatch(cell, params, input_size, fn_name):
     f"{got_shapes}, but {cell.name}.init(key, {input_size}) makes {type(expected).__name__} with leaf shapes "
     f"{exp_shapes}. Pass the params from this cell's own init."
   )
+
+
+def check_reset(reset: Any, shape: tuple[int, ...], fn_name: str) -> jax.Array | None:
+  """Checks ``reset``: ``None``, or a boolean array of ``shape`` (``[T]``, or ``[B, T]`` for a batch)."""
+  if reset is None:
+    return None
+  reset = jnp.asarray(reset)
+  wanted = "[T]" if len(shape) == 1 else "[B, T]"
+  if reset.dtype != jnp.bool_:
+    raise TypeError(
+      f"{fn_name}: reset must be a boolean array of shape {wanted} = {shape}, got dtype {reset.dtype}; "
+      "use reset.astype(bool)."
+    )
+  if reset.shape != shape:
+    raise ValueError(
+      f"{fn_name}: reset must have shape {wanted} = {shape} to match xs (one flag per step), got shape "
+      f"{tuple(reset.shape)}."
+    )
+  return reset

@@ -72,21 +72,21 @@ def check_cell(cell, fn_name):
     )
 
 
-def sequence(cell, params, carry, xs, mask, options):
+def sequence(cell, params, carry, xs, mask, options, reset=None):
   """:func:`jrnn.unroll` with ``vjp="fused"`` on one sequence: a batch of one."""
   add = lambda t: _tree_map(lambda x: x[None], t)
-  carry, hs = batch_sequence(cell, params, add(carry), xs[None], None if mask is None else mask[None], options)
+  carry, hs = batch_sequence(cell, params, add(carry), xs[None], add(mask), options, add(reset))
   return _tree_map(lambda x: x[0], carry), hs[0]
 
 
-def batch_sequence(cell, params, carry, xs, mask, options):
-  """The fused layer on a batch: ``carry`` leaves ``[B, ...]``, ``xs: [B, T, I]``, ``mask: [B, T]``.
+def batch_sequence(cell, params, carry, xs, mask, options, reset=None):
+  """The fused layer on a batch: ``carry`` leaves ``[B, ...]``, ``xs: [B, T, I]``, ``mask`` and ``reset: [B, T]``.
 
   The driver has checked the cell with :func:`check_cell` (``jrnn._unroll.algorithm``).
   """
   per_step = _options.projection(options) == "per_step"
   layer = _layer(cell.kind, per_step, options.reverse, options.unroll, options.precision)
-  return layer(params, carry, xs, mask)
+  return layer(params, carry, xs, mask, reset)
 
 
 def _under(precision, fn):
@@ -101,7 +101,7 @@ def _under(precision, fn):
 
 
 def _layer(kind, per_step, reverse, unroll, precision):
-  """The custom-VJP layer ``(params, carry, xs, mask) -> (carry, hs)`` for one configuration.
+  """The custom-VJP layer ``(params, carry, xs, mask, reset) -> (carry, hs)`` for one configuration.
 
   Built anew for every trace (cheap: it only defines functions), so nothing
   is cached per cell. The primal and both rules run under ``precision``.
@@ -113,13 +113,16 @@ def _layer(kind, per_step, reverse, unroll, precision):
     new = kind.update(c, p, q)
     return new, kind.output(new)
 
-  def forward(params, c0, xs, mask):
+  def forward(params, c0, xs, mask, reset):
     xs_t = jnp.swapaxes(xs, 0, 1)  # [T, B, I]
     m_t = None if mask is None else mask.T  # [T, B]
+    r_t = None if reset is None else reset.T  # [T, B]
     inputs = xs_t if per_step else kind.project(params, xs_t)
 
     def body(c, inp):
-      x, m = inp
+      x, m, r = inp
+      if r is not None:
+        c = _tree_map(lambda init, old: jnp.where(_cell.leading(r, old), init, old), c0, c)
       p = kind.project(params, x) if per_step else x
       q = recurrent(params, c)
       new_c, h = update(c, p, q)
@@ -128,17 +131,18 @@ def _layer(kind, per_step, reverse, unroll, precision):
         h = jnp.where(_cell.leading(m, h), h, jnp.zeros_like(h))
       return new_c, (h, c, p if per_step else None, q)
 
-    cT, (hs, cs, ps, qs) = lax.scan(body, c0, (inputs, m_t), reverse=reverse, unroll=unroll)
+    cT, (hs, cs, ps, qs) = lax.scan(body, c0, (inputs, m_t, r_t), reverse=reverse, unroll=unroll)
     ps = ps if per_step else inputs
-    return (cT, jnp.swapaxes(hs, 0, 1)), (params, xs_t, m_t, cs, ps, qs)
+    return (cT, jnp.swapaxes(hs, 0, 1)), (params, xs_t, m_t, r_t, cs, ps, qs)
 
   def backward(res, cotangents):
-    params, xs_t, m_t, cs, ps, qs = res
+    params, xs_t, m_t, r_t, cs, ps, qs = res
     dcT, dhs = cotangents
     dhs_t = jnp.swapaxes(dhs, 0, 1)
 
-    def body(dc, inp):
-      c, p, q, dh, m = inp
+    def body(state, inp):
+      dc, dc0 = state
+      c, p, q, dh, m, r = inp
       d_new = dc
       if m is not None:
         dh = jnp.where(_cell.leading(m, dh), dh, jnp.zeros_like(dh))
@@ -150,22 +154,29 @@ def _layer(kind, per_step, reverse, unroll, precision):
       dc_prev = _tree_map(jnp.add, dc_prev, dc_rec)
       if m is not None:  # a masked step passed the carry through unchanged
         dc_prev = _tree_map(lambda a, d: a + jnp.where(_cell.leading(m, d), jnp.zeros_like(d), d), dc_prev, dc)
-      return dc_prev, (dp, dq)
+      if r is not None:  # the carry entering a reset step was c0: its gradient goes there
+        at = lambda d: _cell.leading(r, d)
+        dc0 = _tree_map(lambda acc, d: acc + jnp.where(at(d), d, jnp.zeros_like(d)), dc0, dc_prev)
+        dc_prev = _tree_map(lambda d: jnp.where(at(d), jnp.zeros_like(d), d), dc_prev)
+      return (dc_prev, dc0), (dp, dq)
 
-    dc0, (dps, dqs) = lax.scan(body, dcT, (cs, ps, qs, dhs_t, m_t), reverse=not reverse, unroll=unroll)
+    zeros = _tree_map(jnp.zeros_like, dcT)
+    scanned = (cs, ps, qs, dhs_t, m_t, r_t)
+    (dc_first, dc0), (dps, dqs) = lax.scan(body, (dcT, zeros), scanned, reverse=not reverse, unroll=unroll)
+    dc0 = _tree_map(jnp.add, dc_first, dc0)
     # The weight gradients: one product over all T·B rows each.
     _, recurrent_vjp = jax.vjp(lambda p_: jax.vmap(recurrent, (None, 0))(p_, cs), params)
     (d_recurrent,) = recurrent_vjp(dqs)
     _, project_vjp = jax.vjp(kind.project, params, xs_t)
     d_project, dxs_t = project_vjp(dps)
     dparams = _tree_map(jnp.add, d_recurrent, d_project)
-    return dparams, dc0, jnp.swapaxes(dxs_t, 0, 1), None  # no cotangent for the boolean mask
+    return dparams, dc0, jnp.swapaxes(dxs_t, 0, 1), None, None  # no cotangents for the boolean mask and reset
 
   fwd, bwd = _under(precision, forward), _under(precision, backward)
 
   @jax.custom_vjp
-  def layer(params, c0, xs, mask):
-    return fwd(params, c0, xs, mask)[0]
+  def layer(params, c0, xs, mask, reset):
+    return fwd(params, c0, xs, mask, reset)[0]
 
   layer.defvjp(fwd, bwd)
   return layer

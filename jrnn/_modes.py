@@ -39,6 +39,7 @@ def many_to_many(
   carry: Any = None,
   *,
   mask=None,
+  reset=None,
   **options,
 ) -> tuple[Any, jax.Array]:
   """Many-to-many of equal length: an output for every input.
@@ -50,12 +51,14 @@ def many_to_many(
   ``options`` are any of :class:`jrnn.Options`' fields (``reverse``,
   ``unroll``, ``scan``, ``projection``, ``remat``, ``vjp``, ``precision``),
   passed to :func:`jrnn.unroll`; ``precision`` covers the head's product too.
+  ``reset`` (boolean ``[T]``) resets the carry to its initial value before
+  the steps where it is True, as in :func:`jrnn.unroll` (packed sequences).
 
   Returns ``(carry, ys)`` with ``ys: [T, output_size]``; rows where ``mask``
   is False are zeros.
   """
   opts = _options.make("jrnn.many_to_many", **options)
-  carry, hs = _unroll.unroll(cell, params, xs, carry, mask=mask, **options)
+  carry, hs = _unroll.unroll(cell, params, xs, carry, mask=mask, reset=reset, **options)
   with _options.matmul_precision(opts.precision):
     ys = head.apply(head_params, hs)
   if mask is not None:

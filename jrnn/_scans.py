@@ -102,14 +102,37 @@ def _log_combine(earlier, later):
   return la1 + la2, jnp.logaddexp(lb1 + la2, lb2)
 
 
-def _linear_scan(a, b, c0):
-  """States ``c_t = a_t c_{t-1} + b_t`` for ``t = 1..T`` from ``c_0``, as a parallel scan."""
+def _segmented(combine):
+  """``combine`` on elements ``(r, a, b)`` that restart at ``r``: a later element with ``r`` discards the earlier.
+
+  The segmented scan of Blelloch (1990): associative whenever ``combine`` is.
+  """
+
+  def segmented(earlier, later):
+    r1, *e = earlier
+    r2, *l = later
+    a, b = combine(e, l)
+    return r1 | r2, jnp.where(_cell.leading(r2, a), l[0], a), jnp.where(_cell.leading(r2, b), l[1], b)
+
+  return segmented
+
+
+def _linear_scan(a, b, c0, reset=None):
+  """States ``c_t = a_t c_{t-1} + b_t`` for ``t = 1..T`` from ``c_0``, as a parallel scan.
+
+  Where ``reset[t]``, ``c_{t-1}`` is replaced by ``c_0``: the step becomes
+  ``(0, a_t c_0 + b_t)``, a constant map.
+  """
+  if reset is not None:
+    at_reset = _cell.leading(reset, a)
+    b = jnp.where(at_reset, a * c0[None] + b, b)
+    a = jnp.where(at_reset, jnp.zeros_like(a), a)
   b = b.at[0].add(a[0] * c0)
   _, cs = lax.associative_scan(_combine, (a, b))
   return cs
 
 
-def _log_linear_scan(log_a, log_b, c0):
+def _log_linear_scan(log_a, log_b, c0, reset=None):
   r"""The same recurrence with ``a, b > 0`` given in log space.
 
   ``c_t = A_t c_0 + exp(log B_t)`` where ``(log A_t, log B_t)`` is the prefix
@@ -119,7 +142,15 @@ def _log_linear_scan(log_a, log_b, c0):
   adds two large terms of opposite sign, which lost ~1e-4 relative in float32
   gradients already at ``T = 11``. ``c_0`` enters linearly rather than through
   ``log c_0``, so it may be zero or negative and its gradient stays finite.
+
+  Where ``reset[t]``, ``c_{t-1}`` is replaced by ``c_0``. ``a_t c_0 + b_t``
+  has no logarithm when ``c_0 ≤ 0``, so the prefix is the segmented one
+  instead (:func:`_segmented`): ``(log A_t, log B_t)`` start again at each
+  reset, and ``c_t = A_t c_0 + B_t`` holds within every segment.
   """
+  if reset is not None:
+    _, log_A, log_B = lax.associative_scan(_segmented(_log_combine), (reset, log_a, log_b))
+    return jnp.exp(log_A) * c0[None] + jnp.exp(log_B)
   log_A, log_B = lax.associative_scan(_log_combine, (log_a, log_b))
   return jnp.exp(log_A) * c0[None] + jnp.exp(log_B)
 
@@ -129,13 +160,15 @@ def _masked(mask, x, fill):
   return jnp.where(_cell.leading(mask, x), x, jnp.asarray(fill, x.dtype))
 
 
-def linear(coefficients: Any, carry: Any, mask: Any, reverse: bool) -> tuple[Any, Any]:
+def linear(coefficients: Any, carry: Any, mask: Any, reverse: bool, reset: Any = None) -> tuple[Any, Any]:
   """All carries of ``c_t = a_t ⊙ c_{t-1} + b_t`` by ``lax.associative_scan``; returns ``(c_T, cs)``.
 
   ``coefficients`` is ``(a, b)`` or :class:`jrnn.LogCoefficients`, leaves with
   a leading ``[T]`` axis (``a`` may broadcast over it). A masked step becomes
   the identity ``(a, b) = (1, 0)``, so the carry passes through; ``reverse``
-  scans the flipped sequence and returns ``cs`` in the original order.
+  scans the flipped sequence and returns ``cs`` in the original order. Where
+  ``reset: [T]`` is True, the carry entering step ``t`` (in the direction of
+  the scan) is ``carry`` itself, masked step or not.
   """
   log_space = isinstance(coefficients, _cell.LogCoefficients)
   a, b = coefficients
@@ -148,7 +181,8 @@ def linear(coefficients: Any, carry: Any, mask: Any, reverse: bool) -> tuple[Any
     b = jax.tree_util.tree_map(lambda x: _masked(mask, x, jnp.finfo(x.dtype).min if log_space else 0.0), b)
   flip = (lambda t: jax.tree_util.tree_map(lambda x: x[::-1], t)) if reverse else (lambda t: t)
   scan = _log_linear_scan if log_space else _linear_scan
-  cs = jax.tree_util.tree_map(scan, flip(a), flip(b), carry)
+  r = None if reset is None else flip(reset)
+  cs = jax.tree_util.tree_map(lambda a_, b_, c_: scan(a_, b_, c_, r), flip(a), flip(b), carry)
   last = jax.tree_util.tree_map(lambda x: x[-1], cs)
   return last, flip(cs)
 

@@ -24,7 +24,8 @@ def stack(cells: Sequence[_cell.Cell]) -> _cell.Cell:
   (so it works for generation), while :func:`jrnn.unroll` runs it layer by
   layer over the whole sequence, so each layer's input projection is one matrix
   product (as cuDNN does). Masks and ``reverse`` apply to every layer, which
-  gives the same result as stepping through time. ``jrnn.unroll``'s options
+  gives the same result as stepping through time; so does ``reset``, each
+  layer going back to its own initial carry. ``jrnn.unroll``'s options
   (``scan``, ``projection``, ``remat``, ``vjp``, ``precision`` ...) are passed
   to every layer (``"auto"`` decides per layer). Layers may be
   :func:`jrnn.bidirectional` (then the stack cannot be stepped, only unrolled),
@@ -67,10 +68,10 @@ def stack(cells: Sequence[_cell.Cell]) -> _cell.Cell:
   def initial_carry(params):
     return tuple(c.initial_carry(p) for c, p in zip(cells, params))
 
-  def run(params, carry, xs, mask, options):
+  def run(params, carry, xs, mask, options, reset=None):
     carries = []
     for c, p, h0 in zip(cells, params, carry):
-      h_last, xs = _unroll.run(c, p, h0, xs, mask, options)
+      h_last, xs = _unroll.run(c, p, h0, xs, mask, options, reset)
       carries.append(h_last)
     return tuple(carries), xs
 

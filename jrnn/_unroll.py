@@ -22,6 +22,7 @@ def unroll(
   carry: Any = None,
   *,
   mask: jax.typing.ArrayLike | None = None,
+  reset: jax.typing.ArrayLike | None = None,
   reverse: bool = False,
   unroll: int = 1,
   scan: str = "auto",
@@ -82,6 +83,30 @@ def unroll(
   real element. One sequence is ``[T, features]``; for a batch use
   :func:`unroll_batch` or ``jax.vmap``.
 
+  With ``reset``, the carry is reset before every step where ``reset[t]`` is
+  True, as Haiku's ``ResetCore`` does (episode boundaries in reinforcement
+  learning, document boundaries in packed batches):
+
+  .. math::
+
+     c_{t-1} \leftarrow c_0 \quad \text{where } \mathrm{reset}_t
+
+  ``c_0`` is the carry the run started from: the ``carry`` argument, else
+  ``cell.initial_carry(params)``. ``t - 1`` is the step before ``t`` in the
+  direction of the scan, so with ``reverse=True`` the carry coming from step
+  ``t + 1`` is the one replaced: ``reset[t]`` marks the first step of a
+  segment when scanning forward and its last step (the first one scanned) in
+  reverse. A reset applies at a masked step too (which then passes ``c_0``
+  on), so the result always equals running each segment on its own, from
+  ``c_0``, with its part of the mask, and concatenating the ``hs``; the
+  returned carry is that of the segment scanned last. Every layer of
+  :func:`jrnn.stack` resets its own carry at the same steps; the backward
+  direction of :func:`jrnn.bidirectional` resets at the last step of each
+  segment, so a bidirectional layer never sees across a boundary. It works
+  with every algorithm: in the associative scan a reset step becomes
+  ``(a_t, b_t) ← (0, a_t c_0 + b_t)`` (segmented scan in log space), and
+  ``vjp="fused"`` carries the gradient of ``c_0`` back from every reset.
+
   Args:
     cell: a :class:`jrnn.Cell` (``jrnn.elman``, ``gru``, ``lstm``, ``stack``,
       ``bidirectional`` ...).
@@ -89,6 +114,8 @@ def unroll(
     xs: inputs ``[T, input_size]``, floating point; cast to the params' dtype.
     carry: the initial carry; ``None`` for ``cell.initial_carry(params)``.
     mask: optional boolean ``[T]``.
+    reset: optional boolean ``[T]``: where True, the carry entering step ``t``
+      is ``c_0`` (see above).
     reverse, unroll, scan, projection, remat, vjp, precision: see above and
       :class:`jrnn.Options`; all of them are passed on to the layers of
       :func:`jrnn.stack` and :func:`jrnn.bidirectional`.
@@ -102,6 +129,7 @@ def unroll(
     Appleyard, Kocisky & Blunsom, "Optimizing performance of recurrent neural
     networks on GPUs", arXiv:1604.01946 (2016).
     Blelloch, "Prefix sums and their applications" (1990).
+    Haiku's ``hk.ResetCore`` (the carry reset).
 
   Example:
     >>> import jax, jax.numpy as jnp, jrnn
@@ -116,7 +144,8 @@ def unroll(
   _check_cell(cell, fn_name)
   with _explained_params_errors(cell, params, xs, fn_name):
     xs, carry, mask = _checks.check_sequence(cell, params, xs, carry, mask, fn_name)
-    return run(cell, params, carry, xs, mask, options)
+    reset = _checks.check_reset(reset, xs.shape[:1], fn_name)
+    return run(cell, params, carry, xs, mask, options, reset)
 
 
 def unroll_batch(
@@ -126,6 +155,7 @@ def unroll_batch(
   carry: Any = None,
   *,
   mask: jax.typing.ArrayLike | None = None,
+  reset: jax.typing.ArrayLike | None = None,
   reverse: bool = False,
   unroll: int = 1,
   scan: str = "auto",
@@ -150,6 +180,8 @@ def unroll_batch(
     carry: the initial carry, every leaf with a leading ``[B]`` axis; ``None``
       for ``cell.initial_carry(params)`` for every sequence.
     mask: optional boolean ``[B, T]``.
+    reset: optional boolean ``[B, T]``: each sequence's carry is reset to its
+      own initial carry, as in :func:`unroll`.
 
   Returns:
     ``(carry, hs)``: every carry leaf ``[B, ...]``, ``hs: [B, T, hidden_size]``.
@@ -196,9 +228,10 @@ def unroll_batch(
       lambda c, e: jnp.asarray(c).astype(e.dtype), carry, jax.eval_shape(cell.initial_carry, params)
     )
     mask = None if mask is None else jnp.asarray(mask)
+    reset = _checks.check_reset(reset, xs.shape[:2], fn_name)
     if algorithm(cell, options, xs.shape[1], fn_name) == "fused":
-      return _fused.batch_sequence(cell, params, carry, xs, mask, options)
-    return jax.vmap(lambda x, c, m: run(cell, params, c, x, m, options))(xs, carry, mask)
+      return _fused.batch_sequence(cell, params, carry, xs, mask, options, reset)
+    return jax.vmap(lambda x, c, m, r: run(cell, params, c, x, m, options, r))(xs, carry, mask, reset)
 
 
 def _check_cell(cell, fn_name):
@@ -250,27 +283,32 @@ def run(
   xs: jax.Array,
   mask: jax.Array | None,
   options: _options.Options = _options.Options(),
+  reset: jax.Array | None = None,
 ) -> tuple[Any, jax.Array]:
   """:func:`unroll` on already-checked arguments; wrapped cells call it for their inner cells.
 
   Every product is traced under ``options.precision`` (the fused layer enters
-  it again for its backward pass, which JAX traces later).
+  it again for its backward pass, which JAX traces later). ``reset`` (``[T]``
+  bool or None) is passed to a :class:`jrnn.SequenceLayer`'s ``run`` as the
+  keyword ``reset`` only when given, so layers written before it still run.
   """
   with _options.matmul_precision(options.precision):
     match algorithm(cell, options, xs.shape[0]), cell.kind:
       case "sequence", _cell.SequenceLayer() as kind:
-        return kind.run(params, carry, xs, mask, options)
+        if reset is None:
+          return kind.run(params, carry, xs, mask, options)
+        return kind.run(params, carry, xs, mask, options, reset=reset)
       case "associative", _cell.LinearRecurrence() as kind:
         ps = kind.project(params, xs)
-        last, cs = _scans.linear(kind.coefficients(params, ps), carry, mask, options.reverse)
+        last, cs = _scans.linear(kind.coefficients(params, ps), carry, mask, options.reverse, reset)
         return last, _scans.zero_masked(mask, kind.readout(params, cs, ps))
       case "fused", _:
-        return _fused.sequence(cell, params, carry, xs, mask, options)
+        return _fused.sequence(cell, params, carry, xs, mask, options, reset)
       case _:
-        return _sequential(cell, params, carry, xs, mask, options)
+        return _sequential(cell, params, carry, xs, mask, options, reset)
 
 
-def _sequential(cell, params, carry, xs, mask, options):
+def _sequential(cell, params, carry, xs, mask, options, reset=None):
   """``lax.scan`` over one step at a time, with the projection and remat of ``options``."""
   kind = cell.kind
   if isinstance(kind, _cell.Stepwise):
@@ -283,8 +321,12 @@ def _sequential(cell, params, carry, xs, mask, options):
       c = kind.recur(params, c, p)
       return c, kind.readout(params, c, p)
 
+  c0 = carry
+
   def body(c, inputs):
-    p, m = inputs
+    p, m, r = inputs
+    if r is not None:  # before the step, so a reset at a masked step still applies
+      c = jax.tree_util.tree_map(lambda init, old: jnp.where(r, init, old), c0, c)
     if per_step:
       p = project(params, p)
     new_c, h = advance(params, c, p)
@@ -294,9 +336,9 @@ def _sequential(cell, params, carry, xs, mask, options):
     return new_c, jnp.where(m, h, jnp.zeros_like(h))
 
   def prepare(inputs):
-    x, m = inputs
-    return (x if per_step else project(params, x)), m
+    x, m, r = inputs
+    return (x if per_step else project(params, x)), m, r
 
   return _scans.sequential(
-    body, carry, (xs, mask), reverse=options.reverse, unroll=options.unroll, remat=options.remat, prepare=prepare
+    body, carry, (xs, mask, reset), reverse=options.reverse, unroll=options.unroll, remat=options.remat, prepare=prepare
   )
