@@ -160,7 +160,9 @@ class SequenceLayer(NamedTuple):
     run: ``(params, carry, xs, mask, options) -> (carry, hs)`` on checked
       inputs (``xs: [T, input_size]``, ``mask: [T]`` bool or None) with a
       :class:`jrnn.Options`; it passes the options on to its inner cells
-      through ``jrnn.unroll``'s driver.
+      through ``jrnn.unroll``'s driver. To support ``jrnn.unroll(...,
+      reset=...)`` it also takes a keyword ``reset`` (``[T]`` bool, passed
+      only when given) and passes it on to the driver as well.
   """
 
   run: Callable[..., tuple[Carry, jax.Array]]

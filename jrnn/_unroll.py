@@ -3,6 +3,7 @@ r"""The sequence driver: a cell run over time, dispatched on the cell's kind in 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Any
 
 import jax
@@ -297,6 +298,7 @@ def run(
       case "sequence", _cell.SequenceLayer() as kind:
         if reset is None:
           return kind.run(params, carry, xs, mask, options)
+        _check_takes_reset(cell, kind)
         return kind.run(params, carry, xs, mask, options, reset=reset)
       case "associative", _cell.LinearRecurrence() as kind:
         ps = kind.project(params, xs)
@@ -306,6 +308,18 @@ def run(
         return _fused.sequence(cell, params, carry, xs, mask, options, reset)
       case _:
         return _sequential(cell, params, carry, xs, mask, options, reset)
+
+
+def _check_takes_reset(cell, kind):
+  try:
+    parameters = inspect.signature(kind.run).parameters
+  except (TypeError, ValueError):  # no signature to read: let the call decide
+    return
+  if "reset" not in parameters and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+    raise ValueError(
+      f"jrnn.unroll: reset was given, but {cell.name} is a jrnn.SequenceLayer whose run(params, carry, xs, mask, "
+      "options) takes no reset keyword; add `reset=None` to it and pass it to the driver for its inner cells."
+    )
 
 
 def _sequential(cell, params, carry, xs, mask, options, reset=None):

@@ -164,6 +164,7 @@ class RNN(nnx.Module):
     carry: Any = None,
     *,
     mask: jax.typing.ArrayLike | None = None,
+    reset: jax.typing.ArrayLike | None = None,
     reverse: bool | None = None,
     return_carry: bool | None = None,
   ):
@@ -175,6 +176,9 @@ class RNN(nnx.Module):
         ``None`` for zeros.
       mask: optional boolean ``[T]`` (or ``[B, T]``); masked steps keep the
         carry and output zeros, as in :func:`jrnn.unroll`.
+      reset: optional boolean ``[T]`` (or ``[B, T]``); the carry is reset to
+        the initial one before the steps where it is True, as in
+        :func:`jrnn.unroll` (episode or document boundaries).
       reverse: scan from the last step to the first (``hs`` keep their
         order); ``None`` for the module's ``reverse`` option.
       return_carry: overrides the module's ``return_carry`` for this call.
@@ -189,9 +193,9 @@ class RNN(nnx.Module):
       options["reverse"] = bool(reverse)
     xs = jnp.asarray(xs)
     if xs.ndim == 2:
-      out_carry, hs = _unroll.unroll(self.cell, self.params, xs, carry, mask=mask, **options)
+      out_carry, hs = _unroll.unroll(self.cell, self.params, xs, carry, mask=mask, reset=reset, **options)
     elif xs.ndim == 3:
-      out_carry, hs = _unroll.unroll_batch(self.cell, self.params, xs, carry, mask=mask, **options)
+      out_carry, hs = _unroll.unroll_batch(self.cell, self.params, xs, carry, mask=mask, reset=reset, **options)
     else:
       raise ValueError(
         f"jrnn.nnx.RNN: xs must have shape [T, {self.in_features}] or [B, T, {self.in_features}], "

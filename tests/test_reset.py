@@ -170,3 +170,26 @@ def test_bad_reset_errors():
     ValueError, match=r"jrnn.unroll_batch: reset must have shape \[B, T\] = \(2, 7\).*got shape \(7,\)"
   ):
     jrnn.unroll_batch(cell, params, jnp.ones((2, T, I)), reset=np.zeros(T, bool))
+
+
+def test_a_sequence_layer_without_reset_says_so():
+  inner = jrnn.gru(4)
+  run = lambda params, carry, xs, mask, options: jrnn.unroll(inner, params, xs, carry, mask=mask)
+  cell = inner._replace(kind=jrnn.SequenceLayer(run), step=None, name="my_layer")
+  params = cell.init(jax.random.key(0), I)
+  jrnn.unroll(cell, params, jnp.ones((T, I)))
+  with pytest.raises(ValueError, match="my_layer is a jrnn.SequenceLayer whose run.*takes no reset keyword"):
+    jrnn.unroll(cell, params, jnp.ones((T, I)), reset=_flags([2]))
+
+
+def test_nnx_rnn_passes_reset_on():
+  nnx = pytest.importorskip("flax.nnx")
+  import jrnn.nnx
+
+  cell = jrnn.gru(4)
+  model = jrnn.nnx.RNN(cell, I, rngs=nnx.Rngs(0))
+  xs = jax.random.normal(jax.random.key(1), (2, T, I))
+  reset = np.stack([_flags([3]), _flags([1, 5])])
+  want = jrnn.unroll_batch(cell, model.params, xs, reset=reset)[1]
+  np.testing.assert_array_equal(model(xs, reset=reset), want)
+  np.testing.assert_array_equal(model(xs[0], reset=reset[0]), want[0])
