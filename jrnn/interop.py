@@ -34,6 +34,11 @@ keeps their sum.
      c_t = \sigma(f_t) c_{t-1} + \sigma(i_t) \tanh(g_t), \quad
      h_t = \sigma(o_t) \tanh(c_t)
 
+* LSTM with ``proj_size = P > 0``, ``jrnn.lstmp(H, P)``: as the LSTM, with
+  ``wh = weight_hh^T`` now ``[P, 4H]`` and the projection ``wr =
+  weight_hr^T`` (``[H, P]``), ``h_t = (\sigma(o_t) \tanh(c_t)) W_r``; ``h_t``
+  (the outputs and ``h_n``) has ``P`` features, ``c_t`` (``c_n``) ``H``.
+
 * GRU, ``jrnn.gru``: the n gate's recurrent bias ``b_hn`` sits inside the reset
   product, so it cannot be merged:
 
@@ -59,7 +64,7 @@ A module with ``num_layers = L`` and ``D`` directions (``bidirectional=True``
 gives ``D = 2``) maps to the cell :func:`cell_from_torch` returns:
 
 =====================  =================================================
-L = 1, D = 1           ``base`` (``jrnn.elman`` / ``gru`` / ``lstm``)
+L = 1, D = 1           ``base`` (``jrnn.elman`` / ``gru`` / ``lstm`` / ``lstmp``)
 L = 1, D = 2           ``jrnn.bidirectional(base)``
 L > 1                  ``jrnn.stack([layer] * L)``, ``layer`` as above
 =====================  =================================================
@@ -89,7 +94,6 @@ What is not converted
   ``eval()`` mode.
 * ``batch_first`` only changes the layout of the inputs: jrnn runs one sequence
   ``[T, features]`` and batches with ``jax.vmap``.
-* ``proj_size > 0`` (LSTM with projections) is rejected with a ValueError.
 
 Example:
   A two-layer bidirectional LSTM run by jrnn over a batch gives torch's outputs
@@ -124,6 +128,7 @@ from jrnn import _bidirectional
 from jrnn import _elman
 from jrnn import _gru
 from jrnn import _lstm
+from jrnn import _lstmp
 from jrnn import _stack
 
 __all__ = ("carry_from_torch", "carry_to_torch", "cell_from_torch", "from_torch", "to_torch")
@@ -140,6 +145,7 @@ class _Spec(NamedTuple):
   bias: bool
   is_cell: bool  # torch.nn.RNNCell / GRUCell / LSTMCell
   dtype: Any  # numpy dtype of the module's parameters
+  proj_size: int = 0  # nn.LSTM's proj_size: > 0 for jrnn.lstmp
 
 
 _GATES = {"tanh": 1, "relu": 1, "gru": 3, "lstm": 4}
@@ -155,11 +161,6 @@ def _spec(module, fn_name) -> _Spec:
       raise TypeError(
         f"{fn_name}: unsupported torch module {type(module).__name__} (mode {module.mode!r}); "
         "expected torch.nn.RNN, GRU or LSTM."
-      )
-    if getattr(module, "proj_size", 0):
-      raise ValueError(
-        f"{fn_name}: nn.LSTM with proj_size={module.proj_size} (projected hidden state) has no jrnn "
-        "counterpart; only proj_size=0 is supported."
       )
     kind = _MODES[module.mode]
     num_layers, num_directions, is_cell = module.num_layers, 2 if module.bidirectional else 1, False
@@ -189,6 +190,7 @@ def _spec(module, fn_name) -> _Spec:
     bias=bool(module.bias),
     is_cell=is_cell,
     dtype=np_dtype,
+    proj_size=int(getattr(module, "proj_size", 0)),
   )
 
 
@@ -198,6 +200,16 @@ def _names(spec: _Spec, layer: int, direction: int) -> tuple[str, str, str, str]
     return "weight_ih", "weight_hh", "bias_ih", "bias_hh"
   sfx = f"_l{layer}" + ("_reverse" if direction else "")
   return f"weight_ih{sfx}", f"weight_hh{sfx}", f"bias_ih{sfx}", f"bias_hh{sfx}"
+
+
+def _out_size(spec: _Spec) -> int:
+  """The size of ``h``: ``proj_size`` for an LSTM with projections, else ``hidden_size``."""
+  return spec.proj_size or spec.hidden_size
+
+
+def _hr_name(spec: _Spec, layer: int, direction: int) -> str:
+  """PyTorch's name of the projection ``weight_hr`` of one unit (LSTM with ``proj_size > 0``)."""
+  return f"weight_hr_l{layer}" + ("_reverse" if direction else "")
 
 
 def _units(spec: _Spec):
@@ -241,6 +253,8 @@ def _base_cell(spec: _Spec):
     return _elman.elman(spec.hidden_size, activation=spec.kind, dtype=dtype)
   if spec.kind == "gru":
     return _gru.gru(spec.hidden_size, dtype=dtype)
+  if spec.proj_size:
+    return _lstmp.lstmp(spec.hidden_size, spec.proj_size, dtype=dtype)
   return _lstm.lstm(spec.hidden_size, dtype=dtype)
 
 
@@ -248,7 +262,8 @@ def cell_from_torch(module):
   """The jrnn cell that computes what a torch recurrent module computes.
 
   ``nn.RNN(nonlinearity=φ)`` gives ``jrnn.elman(H, activation=φ)``,
-  ``nn.GRU`` ``jrnn.gru(H)``, ``nn.LSTM`` ``jrnn.lstm(H)``; ``bidirectional=True``
+  ``nn.GRU`` ``jrnn.gru(H)``, ``nn.LSTM`` ``jrnn.lstm(H)`` (``jrnn.lstmp(H, P)`` with
+  ``proj_size = P > 0``); ``bidirectional=True``
   wraps it in :func:`jrnn.bidirectional` and ``num_layers = L > 1`` stacks ``L``
   such layers with :func:`jrnn.stack`. ``torch.nn.RNNCell``, ``GRUCell`` and
   ``LSTMCell`` give the base cell. The cell's params are :func:`from_torch`'s.
@@ -263,7 +278,6 @@ def cell_from_torch(module):
 
   Raises:
     TypeError: for another module type.
-    ValueError: for an LSTM with ``proj_size > 0``.
   """
   spec = _spec(module, "jrnn.interop.cell_from_torch")
   layer = _base_cell(spec)
@@ -319,7 +333,8 @@ def from_torch(module):
     (in, out)); gate blocks keep their order, r, z, n (GRU) and i, f, g, o
     (LSTM), in both libraries;
   * RNN and LSTM: ``b = bias_ih + bias_hh``;
-  * GRU: ``b = [b_ir + b_hr, b_iz + b_hz, b_in]`` and ``bhn = b_hn``.
+  * GRU: ``b = [b_ir + b_hr, b_iz + b_hz, b_in]`` and ``bhn = b_hn``;
+  * LSTM with ``proj_size > 0``: also ``wr = weight_hr^T``.
 
   ``bias=False`` gives zero biases. The arrays keep the module's dtype
   (float64 needs ``jax_enable_x64``). Run them with the cell from
@@ -332,14 +347,13 @@ def from_torch(module):
 
   Returns:
     :class:`jrnn.ElmanParams`, :class:`jrnn.GRUParams` or
-    :class:`jrnn.LSTMParams` for one layer and one direction; a
+    :class:`jrnn.LSTMParams` (:class:`jrnn.LSTMPParams` with ``proj_size > 0``) for one layer and one direction; a
     :class:`jrnn.BidirectionalParams` of two of those for a bidirectional layer;
     a tuple of ``num_layers`` of either for a deeper module.
 
   Raises:
     TypeError: for another module type.
-    ValueError: for an LSTM with ``proj_size > 0``, or a float64 module while
-      JAX's float64 support is off.
+    ValueError: for a float64 module while JAX's float64 support is off.
 
   Example:
     >>> import jax.numpy as jnp, torch, jrnn
@@ -369,6 +383,9 @@ def from_torch(module):
     if spec.kind == "gru":
       b = np.concatenate([b_ih[: 2 * H] + b_hh[: 2 * H], b_ih[2 * H :]])
       units.append(_gru.GRUParams(wx, wh, jnp.asarray(b), jnp.asarray(b_hh[2 * H :])))
+    elif spec.proj_size:
+      w_hr = _to_numpy(getattr(module, _hr_name(spec, layer, direction)))
+      units.append(_lstmp.LSTMPParams(wx, wh, jnp.asarray(b_ih + b_hh), jnp.asarray(w_hr.T)))
     else:
       units.append(_PARAMS_TYPE[spec.kind](wx, wh, jnp.asarray(b_ih + b_hh)))
   return _assemble(spec, units, _bidirectional.BidirectionalParams)
@@ -377,8 +394,8 @@ def from_torch(module):
 def to_torch(params, module):
   """Writes jrnn params into an existing torch module, in place, and returns it.
 
-  The inverse of :func:`from_torch`: ``weight_ih = wx^T``, ``weight_hh = wh^T``,
-  and since jrnn holds one bias where PyTorch holds two:
+  The inverse of :func:`from_torch`: ``weight_ih = wx^T``, ``weight_hh = wh^T``
+  (and ``weight_hr = wr^T`` for an LSTM with ``proj_size > 0``), and since jrnn holds one bias where PyTorch holds two:
 
   * RNN, LSTM: ``bias_ih = b``, ``bias_hh = 0``;
   * GRU: ``bias_ih = b`` (r, z, n blocks), ``bias_hh = [0, 0, bhn]``.
@@ -404,7 +421,8 @@ def to_torch(params, module):
   fn_name = "jrnn.interop.to_torch"
   spec = _spec(module, fn_name)
   H, G = spec.hidden_size, _GATES[spec.kind]
-  ptype = _PARAMS_TYPE[spec.kind]
+  ptype = _lstmp.LSTMPParams if spec.proj_size else _PARAMS_TYPE[spec.kind]
+  R = _out_size(spec)
   units = _disassemble(spec, params, _bidirectional.BidirectionalParams, "params", fn_name)
   writes = []
   for (layer, direction), (p, path) in zip(_units(spec), units):
@@ -412,20 +430,22 @@ def to_torch(params, module):
       raise ValueError(
         f"{fn_name}: {path} must be a {ptype.__name__} for this {spec.kind} module, got {type(p).__name__}."
       )
-    in_size = spec.input_size if layer == 0 else H * spec.num_directions
-    shapes = {"wx": (in_size, G * H), "wh": (H, G * H), "b": (G * H,), "bhn": (H,)}
+    in_size = spec.input_size if layer == 0 else R * spec.num_directions
+    shapes = {"wx": (in_size, G * H), "wh": (R, G * H), "b": (G * H,), "bhn": (H,), "wr": (H, R)}
     for field in p._fields:
       got = tuple(np.shape(getattr(p, field)))
       if got != shapes[field]:
         raise ValueError(
           f"{fn_name}: {path}.{field} has shape {got}, but the module (input_size={spec.input_size}, "
-          f"hidden_size={H}, layer {layer}) needs {shapes[field]}."
+          f"hidden_size={H}, proj_size={spec.proj_size}, layer {layer}) needs {shapes[field]}."
         )
     n_ih, n_hh, n_bih, n_bhh = _names(spec, layer, direction)
     writes += [(n_ih, np.asarray(p.wx).T), (n_hh, np.asarray(p.wh).T)]
+    if isinstance(p, _lstmp.LSTMPParams):
+      writes.append((_hr_name(spec, layer, direction), np.asarray(p.wr).T))
     b = np.asarray(p.b)
     b_hh = np.zeros_like(b)
-    if spec.kind == "gru":
+    if isinstance(p, _gru.GRUParams):
       b_hh[2 * H :] = np.asarray(p.bhn)
     if spec.bias:
       writes += [(n_bih, b), (n_bhh, b_hh)]
@@ -445,7 +465,8 @@ def carry_from_torch(module, hx):
     module: the torch module (only its configuration is read).
     hx: ``h_0`` (RNN, GRU) or ``(h_0, c_0)`` (LSTM), each
       ``[num_layers * num_directions, *batch, H]`` (``[*batch, H]`` for the
-      ``*Cell`` modules); torch tensors or arrays.
+      ``*Cell`` modules; ``h_0`` has ``P`` features for an LSTM with
+      ``proj_size = P > 0``); torch tensors or arrays.
 
   Returns:
     The carry, leaves ``[*batch, H]`` in the module's dtype; for a batch, vmap
@@ -461,20 +482,21 @@ def carry_from_torch(module, hx):
   else:
     parts = (hx,)
   arrays = []
-  for a in parts:
+  for a, size in zip(parts, (_out_size(spec), spec.hidden_size)):
     a = _to_numpy(a) if hasattr(a, "detach") else np.asarray(a)
     a = jnp.asarray(a, spec.dtype)
     n = spec.num_layers * spec.num_directions
     if spec.is_cell:
       a = a[None]
-    if a.ndim < 2 or a.shape[0] != n or a.shape[-1] != spec.hidden_size:
+    if a.ndim < 2 or a.shape[0] != n or a.shape[-1] != size:
       raise ValueError(
-        f"{fn_name}: hx has shape {tuple(a.shape)}, expected [{n}, *batch, {spec.hidden_size}] "
-        "(num_layers * num_directions, batch, hidden_size)."
+        f"{fn_name}: hx has shape {tuple(a.shape)}, expected [{n}, *batch, {size}] "
+        f"(num_layers * num_directions, batch, {'proj_size' if size != spec.hidden_size else 'hidden_size'})."
       )
     arrays.append(a)
   if spec.kind == "lstm":
-    units = [_lstm.LSTMCarry(arrays[0][i], arrays[1][i]) for i in range(len(_units(spec)))]
+    carry_type = _lstmp.LSTMPCarry if spec.proj_size else _lstm.LSTMCarry
+    units = [carry_type(arrays[0][i], arrays[1][i]) for i in range(len(_units(spec)))]
   else:
     units = [arrays[0][i] for i in range(len(_units(spec)))]
   return _assemble(spec, units, _bidirectional.BidirectionalCarry)
@@ -485,7 +507,8 @@ def carry_to_torch(carry, module):
 
   Args:
     carry: a carry of :func:`cell_from_torch`'s cell (e.g. the first output of
-      :func:`jrnn.unroll`, vmapped over a batch), leaves ``[*batch, H]``.
+      :func:`jrnn.unroll`, vmapped over a batch), leaves ``[*batch, H]`` (``h``
+      ``[*batch, P]`` for an LSTM with ``proj_size = P > 0``).
     module: the torch module (its configuration, dtype and device are used).
 
   Returns:
@@ -498,19 +521,18 @@ def carry_to_torch(carry, module):
   units = _disassemble(spec, carry, _bidirectional.BidirectionalCarry, "carry", fn_name)
   like = next(module.parameters())
   if spec.kind == "lstm":
+    carry_type = _lstmp.LSTMPCarry if spec.proj_size else _lstm.LSTMCarry
     for u, path in units:
-      if not isinstance(u, _lstm.LSTMCarry):
-        raise ValueError(f"{fn_name}: {path} must be a jrnn.LSTMCarry(h, c), got {type(u).__name__}.")
+      if not isinstance(u, carry_type):
+        raise ValueError(f"{fn_name}: {path} must be a jrnn.{carry_type.__name__}(h, c), got {type(u).__name__}.")
     fields = [[u.h for u, _ in units], [u.c for u, _ in units]]
   else:
     fields = [[u for u, _ in units]]
   out = []
-  for leaves in fields:
+  for leaves, size in zip(fields, (_out_size(spec), spec.hidden_size)):
     shapes = {tuple(np.shape(x)) for x in leaves}
-    if len(shapes) != 1 or next(iter(shapes))[-1:] != (spec.hidden_size,):
-      raise ValueError(
-        f"{fn_name}: carry leaves must all have shape [*batch, {spec.hidden_size}], got {sorted(shapes)}."
-      )
+    if len(shapes) != 1 or next(iter(shapes))[-1:] != (size,):
+      raise ValueError(f"{fn_name}: carry leaves must all have shape [*batch, {size}], got {sorted(shapes)}.")
     stacked = np.stack([np.asarray(x) for x in leaves])
     out.append(_to_tensor(stacked[0] if spec.is_cell else stacked, like))
   return out[0] if len(out) == 1 else tuple(out)

@@ -1,4 +1,4 @@
-"""jrnn.interop: exact parity with PyTorch 2.13's nn.RNN, nn.GRU and nn.LSTM.
+"""jrnn.interop: exact parity with PyTorch 2.13's nn.RNN, nn.GRU and nn.LSTM (proj_size = 0 and > 0).
 
 Every parity test converts a torch module with random weights and non-zero
 random biases, runs the same inputs through both libraries and compares
@@ -18,15 +18,20 @@ import torch
 
 import jrnn
 from jrnn import interop
+from jrnn._lstmp import LSTMPCarry
+from jrnn._lstmp import LSTMPParams
 
 torch.set_num_threads(1)
+# torch's CPU LSTM with proj_size says once that it runs without oneDNN (its own slower path): not a jrnn matter.
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN:UserWarning")
 
-MODES = ("tanh", "relu", "gru", "lstm")
+MODES = ("tanh", "relu", "gru", "lstm", "lstmp")  # lstmp: nn.LSTM(proj_size=P), jrnn.lstmp
 # (num_layers, bidirectional, batch_first): batch_first changes nothing in the
 # weights, so it is varied along the way.
 STRUCTURES = ((1, False, False), (2, False, True), (1, True, True), (2, True, False))
 STRUCTURE_IDS = ("L1", "L2", "bi", "L2-bi")
 B, T, I, H = 3, 6, 4, 5
+P = 3  # proj_size of the "lstmp" modules: neither I nor H, so a wrong shape cannot pass
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
@@ -39,7 +44,7 @@ def make_module(mode, num_layers=1, bidirectional=False, *, batch_first=False, b
   elif mode == "gru":
     m = torch.nn.GRU(I, H, **kw)
   else:
-    m = torch.nn.LSTM(I, H, **kw)
+    m = torch.nn.LSTM(I, H, proj_size=P if mode == "lstmp" else 0, **kw)
   with torch.no_grad():
     for name, p in m.named_parameters():
       p.normal_(0.0, 0.5 if name.startswith("bias") else 0.4)
@@ -64,12 +69,18 @@ def torch_layout(carry, m):
   return jnp.stack(units), None
 
 
+def out_size(m):
+  """The size of torch's h: proj_size for an LSTM with projections, else hidden_size."""
+  return getattr(m, "proj_size", 0) or H
+
+
 def random_inputs(m, seed=1):
-  """Inputs [B, T, I] and cotangents for out [B, T, D*H] and h_n, c_n [L*D, B, H]."""
+  """Inputs [B, T, I] and cotangents for out [B, T, D*R] and h_n [L*D, B, R], c_n [L*D, B, H] (R = out_size)."""
   rng = np.random.default_rng(seed)
   dtype = np.float64 if m.weight_ih_l0.dtype == torch.float64 else np.float32
   D = 2 if m.bidirectional else 1
-  sizes = ((B, T, I), (B, T, D * H), (m.num_layers * D, B, H), (m.num_layers * D, B, H))
+  R = out_size(m)
+  sizes = ((B, T, I), (B, T, D * R), (m.num_layers * D, B, R), (m.num_layers * D, B, H))
   return [rng.normal(size=s).astype(dtype) for s in sizes]
 
 
@@ -95,7 +106,7 @@ def _compiled_run(m):
 
   Cached by architecture, so the perturbation tests reuse one compilation.
   """
-  key = (type(m).__name__, m.mode, m.num_layers, m.bidirectional)
+  key = (type(m).__name__, m.mode, m.proj_size, m.num_layers, m.bidirectional)
   if key not in _COMPILED:
     cell = interop.cell_from_torch(m)
 
@@ -121,12 +132,12 @@ def jrnn_run(m, params, x, u, v, w, carry):
 
 
 def random_state(m, seed=2):
-  """A random torch initial state hx: h_0, or (h_0, c_0) for an LSTM, [L*D, B, H]."""
+  """A random torch initial state hx: h_0 [L*D, B, R], or (h_0, c_0 [L*D, B, H]) for an LSTM."""
   rng = np.random.default_rng(seed)
   dtype = np.float64 if m.weight_ih_l0.dtype == torch.float64 else np.float32
-  shape = (m.num_layers * (2 if m.bidirectional else 1), B, H)
-  h0 = torch.from_numpy(rng.normal(size=shape).astype(dtype))
-  return (h0, torch.from_numpy(rng.normal(size=shape).astype(dtype))) if isinstance(m, torch.nn.LSTM) else h0
+  LD = m.num_layers * (2 if m.bidirectional else 1)
+  h0 = torch.from_numpy(rng.normal(size=(LD, B, out_size(m))).astype(dtype))
+  return (h0, torch.from_numpy(rng.normal(size=(LD, B, H)).astype(dtype))) if isinstance(m, torch.nn.LSTM) else h0
 
 
 def parity_errors(m, params=None):
@@ -187,7 +198,7 @@ def test_parity_float64(x64, mode, structure):
   assert_parity(m, TOL[torch.float64], params=params)
 
 
-@pytest.mark.parametrize("mode", ("tanh", "gru", "lstm"))
+@pytest.mark.parametrize("mode", ("tanh", "gru", "lstm", "lstmp"))
 def test_parity_bias_false(mode):
   m = make_module(mode, 2, False, bias=False)
   params = interop.from_torch(m)
@@ -196,7 +207,7 @@ def test_parity_bias_false(mode):
   assert_parity(m, TOL[torch.float32], params=params)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", ("tanh", "relu", "gru", "lstm"))  # torch's LSTMCell has no proj_size
 def test_cell_modules_match_torch_cells(mode):
   """torch.nn.RNNCell / GRUCell / LSTMCell stepped in Python vs jrnn.unroll."""
   torch.manual_seed(0)
@@ -224,7 +235,7 @@ def test_cell_modules_match_torch_cells(mode):
     assert rel_err(g.numpy(), s.numpy()) < 1e-5
 
 
-@pytest.mark.parametrize("mode", ("tanh", "gru", "lstm"))
+@pytest.mark.parametrize("mode", ("tanh", "gru", "lstm", "lstmp"))
 def test_masked_matches_packed_sequence(mode):
   """jrnn's mask on right-padded sequences == torch's pack_padded_sequence."""
   m = make_module(mode, 2, True, batch_first=True, seed=5)
@@ -242,7 +253,8 @@ def test_masked_matches_packed_sequence(mode):
   carry, hs = jax.vmap(lambda s, k: jrnn.unroll(cell, params, s, mask=k))(jnp.asarray(x), jnp.asarray(mask))
   assert rel_err(hs, out.numpy()) < 1e-5
   got = interop.carry_to_torch(carry, m)
-  for g, s in zip(got if mode == "lstm" else (got,), state if mode == "lstm" else (state,)):
+  lstm = mode.startswith("lstm")
+  for g, s in zip(got if lstm else (got,), state if lstm else (state,)):
     assert rel_err(g.numpy(), s.numpy()) < 1e-5
 
 
@@ -360,7 +372,7 @@ def test_round_trip_module_same_function(mode):
   with torch.no_grad():
     (o1, s1), (o2, s2) = m(x), m2(x)
   assert rel_err(o2.numpy(), o1.numpy()) < 1e-6
-  s1, s2 = (s1, s2) if mode == "lstm" else ((s1,), (s2,))
+  s1, s2 = (s1, s2) if mode.startswith("lstm") else ((s1,), (s2,))
   for a, b in zip(s2, s1):
     assert rel_err(a.numpy(), b.numpy()) < 1e-6
 
@@ -387,11 +399,44 @@ def test_carry_round_trip_exact():
 # --- Errors. ----------------------------------------------------------------
 
 
-def test_rejects_lstm_projection():
-  with pytest.raises(ValueError, match="proj_size"):
-    interop.from_torch(torch.nn.LSTM(I, H, proj_size=2))
-  with pytest.raises(ValueError, match="proj_size"):
-    interop.cell_from_torch(torch.nn.LSTM(I, H, proj_size=2))
+def test_lstm_projection_converts_to_lstmp():
+  """proj_size > 0 gives jrnn.lstmp: wr = weight_hr^T, wh [P, 4H], a later layer's wx [D*P, 4H], h [P], c [H]."""
+  m = make_module("lstmp", 2, True)
+  cell, params = interop.cell_from_torch(m), interop.from_torch(m)
+  assert cell.hidden_size == 2 * P
+  layer = params[1].backward
+  assert isinstance(layer, LSTMPParams)
+  assert (layer.wx.shape, layer.wh.shape, layer.wr.shape) == ((2 * P, 4 * H), (P, 4 * H), (H, P))
+  np.testing.assert_array_equal(np.asarray(layer.wr), m.weight_hr_l1_reverse.detach().numpy().T)
+  hx = random_state(m)
+  carry = interop.carry_from_torch(m, hx)
+  assert isinstance(carry[1].backward, LSTMPCarry) and carry[1].backward.h.shape == (B, P)
+  back = interop.carry_to_torch(carry, m)
+  assert torch.equal(back[0], hx[0]) and torch.equal(back[1], hx[1])
+  with pytest.raises(ValueError, match="LSTMPParams"):
+    interop.to_torch(interop.from_torch(make_module("lstm", 2, True)), m)
+  with pytest.raises(ValueError, match="LSTMPCarry"):
+    plain = make_module("lstm", 2, True)
+    interop.carry_to_torch(interop.carry_from_torch(plain, random_state(plain)), m)
+  with pytest.raises(ValueError, match=r"expected \[4, \*batch, 3\]"):
+    interop.carry_from_torch(m, random_state(make_module("lstm", 2, True)))
+
+
+def test_perturbed_lstmp_projection_breaks_parity():
+  """A projection that is transposed-by-permutation or dropped, or a gate swap, breaks LSTMP parity."""
+  m = make_module("lstmp", 1, False, seed=11)
+  params = interop.from_torch(m)
+  errs, _ = parity_errors(m, params=params)
+  assert max(errs.values()) < TOL[torch.float32], errs
+  bugs = {
+    "W_hr rows reversed": lambda p: p._replace(wr=p.wr[::-1]),
+    "W_hr columns reversed": lambda p: p._replace(wr=p.wr[:, ::-1]),
+    "i<->f": lambda p: p._replace(wx=_swap(p.wx, 0, 1, H), wh=_swap(p.wh, 0, 1, H), b=_swap(p.b, 0, 1, H)),
+    "b_hh dropped": lambda p: p._replace(b=jnp.asarray(m.bias_ih_l0.detach().numpy())),
+  }
+  for name, bug in bugs.items():
+    errs, _ = parity_errors(m, params=bug(params))
+    assert min(errs.values()) > 1e-3, (name, errs)
 
 
 def test_rejects_other_modules():
