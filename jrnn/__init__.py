@@ -38,6 +38,10 @@ from jrnn._embedding import embedding as embedding
 from jrnn._embedding import tied_linear as tied_linear
 from jrnn._gru import GRUParams as GRUParams
 from jrnn._gru import gru as gru
+from jrnn._layer_norm import LayerNormGRUParams as LayerNormGRUParams
+from jrnn._layer_norm import LayerNormLSTMParams as LayerNormLSTMParams
+from jrnn._layer_norm import layer_norm_gru as layer_norm_gru
+from jrnn._layer_norm import layer_norm_lstm as layer_norm_lstm
 from jrnn._linear import Head as Head
 from jrnn._linear import LinearParams as LinearParams
 from jrnn._linear import ModelParams as ModelParams
@@ -47,6 +51,9 @@ from jrnn._lru import lru as lru
 from jrnn._lstm import LSTMCarry as LSTMCarry
 from jrnn._lstm import LSTMParams as LSTMParams
 from jrnn._lstm import lstm as lstm
+from jrnn._lstmp import LSTMPCarry as LSTMPCarry
+from jrnn._lstmp import LSTMPParams as LSTMPParams
+from jrnn._lstmp import lstmp as lstmp
 from jrnn._min_gru import MinGRUParams as MinGRUParams
 from jrnn._min_gru import min_gru as min_gru
 from jrnn._min_lstm import MinLSTMParams as MinLSTMParams
@@ -90,7 +97,11 @@ __all__ = (
   "Head",
   "LRUParams",
   "LSTMCarry",
+  "LSTMPCarry",
+  "LSTMPParams",
   "LSTMParams",
+  "LayerNormGRUParams",
+  "LayerNormLSTMParams",
   "LinearParams",
   "LinearRecurrence",
   "LogCoefficients",
@@ -112,11 +123,14 @@ __all__ = (
   "gru",
   "interop",
   "last_valid",
+  "layer_norm_gru",
+  "layer_norm_lstm",
   "linear",
   "linear_recurrent_block",
   "losses",
   "lru",
   "lstm",
+  "lstmp",
   "make_cell",
   "many_to_many",
   "many_to_one",
