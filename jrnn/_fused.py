@@ -25,6 +25,9 @@ gradients are then one matrix product each over all ``T·B`` rows, instead of
    \\frac{∂L}{∂x_t} = \\bar p_t W_x^{\\top}
 
 The forward pass stores ``c_{t-1}``, ``p_t`` and ``q_t`` of every step.
+With ``reset``, ``c_{t-1}`` is the carry after the reset (``c_0`` at a reset
+step), and the backward scan adds ``\\bar c_{t-1}`` of every reset step to
+the gradient of ``c_0`` instead of passing it on.
 
 The custom VJP is defined on the batched layer (``[B, T, I]``), so the sums
 run over the batch as well: :func:`jrnn.unroll_batch` uses it directly. A
@@ -160,10 +163,11 @@ def _layer(kind, per_step, reverse, unroll, precision):
         dc_prev = _tree_map(lambda d: jnp.where(at(d), jnp.zeros_like(d), d), dc_prev)
       return (dc_prev, dc0), (dp, dq)
 
-    zeros = _tree_map(jnp.zeros_like, dcT)
+    at_resets = None if r_t is None else _tree_map(jnp.zeros_like, dcT)  # no extra carry without resets
     scanned = (cs, ps, qs, dhs_t, m_t, r_t)
-    (dc_first, dc0), (dps, dqs) = lax.scan(body, (dcT, zeros), scanned, reverse=not reverse, unroll=unroll)
-    dc0 = _tree_map(jnp.add, dc_first, dc0)
+    (dc0, at_resets), (dps, dqs) = lax.scan(body, (dcT, at_resets), scanned, reverse=not reverse, unroll=unroll)
+    if at_resets is not None:
+      dc0 = _tree_map(jnp.add, dc0, at_resets)
     # The weight gradients: one product over all T·B rows each.
     _, recurrent_vjp = jax.vjp(lambda p_: jax.vmap(recurrent, (None, 0))(p_, cs), params)
     (d_recurrent,) = recurrent_vjp(dqs)
