@@ -41,7 +41,7 @@ class Head(NamedTuple):
   follows their ``precision`` option.
   """
 
-  init: Callable[[jax.Array, int], LinearParams]
+  init: Callable[[jax.Array, int], Any]
   apply: Callable[..., jax.Array]
   output_size: int
 
