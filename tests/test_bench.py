@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jrnn.apps import bench
+from jrnn.apps import bench_scaling
 
 
 def test_flop_count_matches_hand_count():
@@ -181,4 +182,4 @@ def test_scaling_defaults_and_device_check():
   assert bench._parse(["--scaling", "--quick", "--batch", "16", "--devices", "4,1"]).batch == 16
   assert bench._parse(["--scaling", "--devices", "4,1,2"]).devices == (1, 2, 4)
   with pytest.raises(ValueError, match="CPU devices"):  # this process has one: the study itself says so
-    bench.scaling_study(devices=(1, 2 * len(jax.devices("cpu"))))
+    bench_scaling.scaling_study(devices=(1, 2 * len(jax.devices("cpu"))))
