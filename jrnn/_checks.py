@@ -54,6 +54,36 @@ def check_x(cell_name: str, x: Any, input_size: int, dtype: Any, what: str = "x"
   return x.astype(dtype)
 
 
+def check_batch(cell, params, xs, carry, mask, fn_name):
+  """:func:`check_sequence` for a batch ``xs: [B, T, input_size]``: the batch axes, then one sequence's checks.
+
+  Returns ``xs`` cast to the params' dtype, the carry (``initial_carry`` broadcast over ``B`` if None) cast
+  to the initial carry's dtypes, and the mask as an array (or None).
+  """
+  B = xs.shape[0]
+  if mask is not None and jnp.shape(mask) != xs.shape[:2]:
+    raise ValueError(
+      f"{fn_name}: mask must have shape [B, T] = {tuple(xs.shape[:2])} to match xs {tuple(xs.shape)}: every "
+      f"mask leaf needs the leading batch axis B={B}, got shape {tuple(jnp.shape(mask))}."
+    )
+  for leaf in jax.tree_util.tree_leaves(carry):
+    if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != B:
+      raise ValueError(
+        f"{fn_name}: every carry leaf needs the leading batch axis B={B} of xs {tuple(xs.shape)} (a leading "
+        f"axis of size {B}, as cell.initial_carry(params) broadcast to it), got shape {tuple(jnp.shape(leaf))}."
+      )
+  # One sequence's shapes and dtypes, with unroll's own messages.
+  one = lambda t: None if t is None else jax.tree_util.tree_map(lambda x: jnp.asarray(x)[0], t)
+  jax.eval_shape(lambda x, c, m: check_sequence(cell, params, x, c, m, fn_name), one(xs), one(carry), one(mask))
+  xs = xs.astype(params_dtype(params))
+  if carry is None:
+    carry = jax.tree_util.tree_map(lambda c: jnp.broadcast_to(c, (B,) + c.shape), cell.initial_carry(params))
+  carry = jax.tree_util.tree_map(
+    lambda c, e: jnp.asarray(c).astype(e.dtype), carry, jax.eval_shape(cell.initial_carry, params)
+  )
+  return xs, carry, None if mask is None else jnp.asarray(mask)
+
+
 def check_sequence(cell, params, xs, carry, mask, fn_name):
   """Checks ``xs: [T, input_size]``, ``carry`` and ``mask: [T]``; returns them cast to the params' dtype."""
   dtype = params_dtype(params)

@@ -155,7 +155,7 @@ def sequence_parallel_unroll(
       f"{tuple(xs.shape)}."
     )
   batched = xs.ndim == 3
-  xs, carry, mask = (_check_batch if batched else _checks.check_sequence)(cell, params, xs, carry, mask, _NAME)
+  xs, carry, mask = (_checks.check_batch if batched else _checks.check_sequence)(cell, params, xs, carry, mask, _NAME)
   T, D = xs.shape[-2], mesh.shape[axis]
   if T % D:
     raise ValueError(
@@ -226,31 +226,6 @@ def _check_cell(cell):
       "or jrnn.linear_recurrent_block around one), so that a chunk scanned from zero can be corrected afterwards. "
       "Split the batch instead (jrnn.sharding.data_parallel)."
     )
-
-
-def _check_batch(cell, params, xs, carry, mask, fn_name):
-  """``check_sequence`` for a batch ``[B, T, I]``: one sequence's checks, then the batch axes."""
-  B = xs.shape[0]
-  if mask is not None and jnp.shape(mask) != xs.shape[:2]:
-    raise ValueError(
-      f"{fn_name}: mask must have shape [B, T] = {tuple(xs.shape[:2])} to match xs {tuple(xs.shape)}, "
-      f"got shape {tuple(jnp.shape(mask))}."
-    )
-  for leaf in jax.tree_util.tree_leaves(carry):
-    if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != B:
-      raise ValueError(
-        f"{fn_name}: every carry leaf needs the leading batch axis B={B} of xs {tuple(xs.shape)}, "
-        f"got shape {tuple(jnp.shape(leaf))}."
-      )
-  one = lambda t: None if t is None else _tree_map(lambda x: jnp.asarray(x)[0], t)
-  checked = jax.eval_shape(
-    lambda x, c, m: _checks.check_sequence(cell, params, x, c, m, fn_name), one(xs), one(carry), one(mask)
-  )
-  xs = xs.astype(_cell.params_dtype(params))
-  if carry is None:
-    carry = _tree_map(lambda c: jnp.broadcast_to(c, (B,) + c.shape), cell.initial_carry(params))
-  carry = _tree_map(lambda c, e: jnp.asarray(c).astype(e.dtype), carry, checked[1])
-  return xs, carry, None if mask is None else jnp.asarray(mask)
 
 
 def _chunk(kind, params, c0, xs, mask, *, axis, devices, reverse, associative, unroll):

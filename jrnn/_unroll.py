@@ -205,30 +205,7 @@ def unroll_batch(
         f"{fn_name}: xs must have shape [B, T, input_size] = [B, T, {cell.input_size(params)}], got shape "
         f"{tuple(xs.shape)} (rank {xs.ndim}). For one sequence use jrnn.unroll."
       )
-    B = xs.shape[0]
-    if mask is not None and jnp.shape(mask) != xs.shape[:2]:
-      raise ValueError(
-        f"{fn_name}: mask must have shape [B, T] = {tuple(xs.shape[:2])} to match xs {tuple(xs.shape)}: every "
-        f"mask leaf needs the leading batch axis B={B}, got shape {tuple(jnp.shape(mask))}."
-      )
-    for leaf in jax.tree_util.tree_leaves(carry):
-      if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != B:
-        raise ValueError(
-          f"{fn_name}: every carry leaf needs the leading batch axis B={B} of xs {tuple(xs.shape)} (a leading "
-          f"axis of size {B}, as cell.initial_carry(params) broadcast to it), got shape {tuple(jnp.shape(leaf))}."
-        )
-    # Check one sequence's shapes and dtypes with unroll's own messages.
-    one = lambda t: None if t is None else jax.tree_util.tree_map(lambda x: jnp.asarray(x)[0], t)
-    jax.eval_shape(
-      lambda x, c, m: _checks.check_sequence(cell, params, x, c, m, fn_name), one(xs), one(carry), one(mask)
-    )
-    xs = xs.astype(_cell.params_dtype(params))
-    if carry is None:
-      carry = jax.tree_util.tree_map(lambda c: jnp.broadcast_to(c, (B,) + c.shape), cell.initial_carry(params))
-    carry = jax.tree_util.tree_map(
-      lambda c, e: jnp.asarray(c).astype(e.dtype), carry, jax.eval_shape(cell.initial_carry, params)
-    )
-    mask = None if mask is None else jnp.asarray(mask)
+    xs, carry, mask = _checks.check_batch(cell, params, xs, carry, mask, fn_name)
     reset = _checks.check_reset(reset, xs.shape[:2], fn_name)
     if algorithm(cell, options, xs.shape[1], fn_name) == "fused":
       return _fused.batch_sequence(cell, params, carry, xs, mask, options, reset)
