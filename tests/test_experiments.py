@@ -141,7 +141,7 @@ def test_every_option_is_passed_to_unroll_batch_and_leaves_the_loss_unchanged(op
   calls, original = [], jrnn.unroll_batch
 
   def spy(*args, **kwargs):
-    calls.append({k: kwargs.get(k) for k in ("scan", "projection", "remat", "vjp")})
+    calls.append({k: kwargs.get(k) for k in experiments.OPTION_DEFAULTS})
     return original(*args, **kwargs)
 
   monkeypatch.setattr(jrnn, "unroll_batch", spy)

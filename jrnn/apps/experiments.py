@@ -166,16 +166,10 @@ def resolve(config: dict) -> dict:
 
 
 def sequence_options(config: dict) -> dict:
-  """The keyword options of ``jrnn.unroll_batch`` that ``config`` asks for (a missing key: its default).
-
-  ``precision`` is passed only when set: a config without it (JAX's default)
-  calls ``unroll_batch`` exactly as before the option existed.
-  """
+  """The keyword options of ``jrnn.unroll_batch`` that ``config`` asks for (a missing key: its default)."""
   options = {k: config.get(k, default) for k, default in OPTION_DEFAULTS.items()}
   if options["remat"] == "none":
     options["remat"] = None
-  if options["precision"] is None:
-    del options["precision"]
   return options
 
 
