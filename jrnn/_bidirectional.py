@@ -100,7 +100,7 @@ def bidirectional(forward: _cell.Cell, backward: _cell.Cell | None = None) -> _c
     step=None,
     hidden_size=forward.hidden_size + backward.hidden_size,
     input_size=lambda params: forward.input_size(params.forward),
-    kind=_cell.SequenceLayer(run),
+    kind=_cell.SequenceLayer(run, layers=(forward, backward)),
     name=name,
   )
 

@@ -163,9 +163,14 @@ class SequenceLayer(NamedTuple):
       through ``jrnn.unroll``'s driver. To support ``jrnn.unroll(...,
       reset=...)`` it also takes a keyword ``reset`` (``[T]`` bool, passed
       only when given) and passes it on to the driver as well.
+    layers: the cells it is made of, in order (:func:`jrnn.stack`: its
+      layers; :func:`jrnn.bidirectional`: forward, backward); empty for a
+      layer that does not say. A kernel that runs a known composition at once
+      (``kernel="cudnn"``, :func:`jrnn.unroll_batch`) reads it.
   """
 
   run: Callable[..., tuple[Carry, jax.Array]]
+  layers: tuple[Any, ...] = ()
 
 
 Kind = Stepwise | Projected | AffineRecurrence | LinearRecurrence | SequenceLayer

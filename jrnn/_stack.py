@@ -91,6 +91,6 @@ def stack(cells: Sequence[_cell.Cell]) -> _cell.Cell:
     step=step if steppable else None,
     hidden_size=cells[-1].hidden_size,
     input_size=lambda params: cells[0].input_size(params[0]),
-    kind=_cell.SequenceLayer(run),
+    kind=_cell.SequenceLayer(run, layers=cells),
     name=name,
   )
