@@ -29,6 +29,8 @@ from jrnn._cell import Projected as Projected
 from jrnn._cell import SequenceLayer as SequenceLayer
 from jrnn._cell import Stepwise as Stepwise
 from jrnn._cell import make_cell as make_cell
+from jrnn._cudnn import available as cudnn_available
+from jrnn._cudnn import which_kernel as which_kernel
 from jrnn._elman import ElmanParams as ElmanParams
 from jrnn._elman import elman as elman
 from jrnn._embedding import Embedding as Embedding
@@ -115,6 +117,7 @@ __all__ = (
   "TiedParams",
   "bidirectional",
   "bptt",
+  "cudnn_available",
   "diagnostics",
   "distributed",
   "elman",
@@ -144,4 +147,5 @@ __all__ = (
   "train",
   "unroll",
   "unroll_batch",
+  "which_kernel",
 )

@@ -19,17 +19,29 @@ SCANS = ("sequential", "associative", "auto")
 PROJECTIONS = ("hoisted", "per_step", "auto")
 REMATS = (None, "step", "sqrt")
 VJPS = ("autodiff", "fused")
+KERNELS = ("auto", "xla", "cudnn")
 # The names jax.default_matmul_precision takes for the three levels of jax.lax.Precision, in pairs:
 # DEFAULT, HIGH, HIGHEST (jax.lax.Precision's docstring).
 PRECISIONS = ("default", "bfloat16", "high", "tensorfloat32", "highest", "float32")
 
 # projection="auto" per backend (jax.default_backend()); other backends: "hoisted".
-# CPU measured (benchmarks/NOTES.md); GPU/TPU follow cuDNN and are not yet measured in jrnn.
+# CPU and GPU measured (benchmarks/NOTES.md: hoisted was 0.73-0.96x of per-step on an H100); TPU
+# follows cuDNN's schedule, not yet measured.
 AUTO_PROJECTION = {"cpu": "per_step", "gpu": "hoisted", "tpu": "hoisted"}
 
 # scan="auto" uses the associative scan for linear cells from this length on, per
-# backend; None: never. CPU measured (benchmarks/NOTES.md); GPU/TPU not yet.
-AUTO_MIN_LENGTH = {"cpu": None, "gpu": 256, "tpu": 256}
+# backend; None: never. CPU and GPU measured (benchmarks/NOTES.md): on an H100 it was faster at
+# every length measured, 16 the shortest; TPU not yet.
+AUTO_MIN_LENGTH = {"cpu": None, "gpu": 16, "tpu": 256}
+
+# kernel="auto" takes cuDNN (jrnn._cudnn) on the backends named here, where it applies. None yet: on an
+# H100, JAX's cuDNN LSTM was slower than the XLA scan in every forward row and in 7 of 12 training rows
+# of the sweep (benchmarks/NOTES.md).
+AUTO_KERNEL: dict[str, str] = {}
+
+# unroll="auto": steps per lax.scan iteration, per backend; other backends: 1. CPU: unrolling was
+# slower (benchmarks/NOTES.md); GPU (an H100): 8 steps made the training step 1.3-2.5x faster.
+AUTO_UNROLL = {"cpu": 1, "gpu": 8}
 
 
 class Options(NamedTuple):
@@ -37,7 +49,10 @@ class Options(NamedTuple):
 
   Attributes:
     reverse: scan from the last step to the first (``hs`` keep their order).
-    unroll: how many steps ``lax.scan`` unrolls per loop iteration.
+    unroll: how many steps ``lax.scan`` unrolls per loop iteration, or
+      ``"auto"``: ``AUTO_UNROLL[backend]`` (1 on CPU, 8 on GPU; measured in
+      ``benchmarks/NOTES.md``). :func:`jrnn.Options` values that went through
+      a function hold the resolved int.
     scan: ``"sequential"`` (``lax.scan``), ``"associative"``
       (``lax.associative_scan``, for a :class:`jrnn.LinearRecurrence` cell) or
       ``"auto"`` (associative from ``AUTO_MIN_LENGTH[backend]`` steps on, for
@@ -59,25 +74,35 @@ class Options(NamedTuple):
       ``"float32"``). It matters for float32 on TPU, where the default is one
       bfloat16 pass, and on GPUs with TensorFloat-32; CPUs ignore it
       (``docs/accelerators.md``).
+    kernel: what runs the recurrence: ``"xla"`` (the ``lax.scan`` of the
+      other options), ``"cudnn"`` (NVIDIA cuDNN's fused LSTM through
+      :func:`jax.experimental.rnn.lstm`, on a GPU, for :func:`jrnn.lstm`
+      and stacks and bidirectional layers of it, in
+      :func:`jrnn.unroll_batch`) or ``"auto"`` (cuDNN where it applies on
+      a backend where it was measured faster, ``AUTO_KERNEL``; today none,
+      so XLA). See :func:`jrnn.unroll_batch`.
 
   ``reverse`` is a direction, the only field that changes what is computed;
   ``precision`` changes how products of float32 are rounded on an
-  accelerator; the others change speed and memory only. :func:`jrnn.unroll`
+  accelerator (and ``kernel``, which runs them, too); the others change
+  speed and memory only. :func:`jrnn.unroll`
   documents each in full.
 
   Example:
     >>> import jrnn
     >>> jrnn.Options(remat="sqrt", precision="highest")
-    Options(reverse=False, unroll=1, scan='auto', projection='auto', remat='sqrt', vjp='autodiff', precision='highest')
+    Options(reverse=False, unroll='auto', scan='auto', projection='auto', remat='sqrt', vjp='autodiff',
+            precision='highest', kernel='auto')
   """
 
   reverse: bool = False
-  unroll: int = 1
+  unroll: int | str = "auto"
   scan: str = "auto"
   projection: str = "auto"
   remat: Any = None
   vjp: str = "autodiff"
   precision: Any = None
+  kernel: str = "auto"
 
 
 def make(fn_name: str, allowed: tuple[str, ...] = Options._fields, **options: Any) -> Options:
@@ -96,9 +121,14 @@ def make(fn_name: str, allowed: tuple[str, ...] = Options._fields, **options: An
 
 
 def check(options: Options, fn_name: str) -> Options:
-  """``options`` with ``reverse`` as a bool; ValueError for a value outside its documented ones."""
-  _checks.positive_int(options.unroll, "unroll", fn_name)
-  for field, allowed in (("scan", SCANS), ("projection", PROJECTIONS), ("vjp", VJPS)):
+  """``options`` with ``reverse`` as a bool and ``unroll`` an int; ValueError for a value outside its documented ones."""
+  unroll = options.unroll
+  if unroll == "auto":
+    unroll = AUTO_UNROLL.get(jax.default_backend(), 1)
+  elif not _checks.is_positive_int(unroll):
+    raise ValueError(f"{fn_name}: unroll must be 'auto' or a positive int, got {unroll!r}.")
+  options = options._replace(unroll=unroll)
+  for field, allowed in (("scan", SCANS), ("projection", PROJECTIONS), ("vjp", VJPS), ("kernel", KERNELS)):
     if getattr(options, field) not in allowed:
       raise ValueError(f"{fn_name}: {field} must be one of {allowed}, got {getattr(options, field)!r}.")
   remat = options.remat

@@ -60,7 +60,7 @@ def sequence_parallel_unroll(
   mask: jax.typing.ArrayLike | None = None,
   reverse: bool = False,
   scan: str = "auto",
-  unroll: int = 1,
+  unroll: int | str = "auto",
   precision: Any = None,
 ) -> tuple[Any, jax.Array]:
   r""":func:`jrnn.unroll` of a linear recurrence with the time axis split over the mesh axis ``axis``.

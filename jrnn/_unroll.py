@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from jrnn import _cell
 from jrnn import _checks
+from jrnn import _cudnn
 from jrnn import _fused
 from jrnn import _options
 from jrnn import _scans
@@ -25,12 +26,13 @@ def unroll(
   mask: jax.typing.ArrayLike | None = None,
   reset: jax.typing.ArrayLike | None = None,
   reverse: bool = False,
-  unroll: int = 1,
+  unroll: int | str = "auto",
   scan: str = "auto",
   projection: str = "auto",
   remat: Any = None,
   vjp: str = "autodiff",
   precision: Any = None,
+  kernel: str = "auto",
 ) -> tuple[Any, jax.Array]:
   r"""Runs ``cell`` over a sequence with ``jax.lax.scan``.
 
@@ -48,7 +50,8 @@ def unroll(
     so only ``h_{t-1} W_h`` runs inside it (cuDNN's schedule); ``"per_step"``
     projects ``x_t`` inside the scan body; ``"auto"`` takes
     ``jrnn._options.AUTO_PROJECTION[backend]``: per-step on CPU, where it was
-    faster in every measured row (``benchmarks/NOTES.md``), hoisted on GPU/TPU.
+    faster in every measured row (``benchmarks/NOTES.md``), hoisted on GPU
+    (faster in every row measured on an H100) and TPU.
   * **remat** (gradient checkpointing; Chen et al. 2016, Griewank & Walther
     2000): ``"step"`` checkpoints the scan body, so only each step's carry is
     stored; ``"sqrt"`` is the two-level scheme, an outer scan over chunks of
@@ -68,7 +71,11 @@ def unroll(
     (a₂, b₂) = (a₁ a₂, a₂ b₁ + b₂)``: ``O(log T)`` depth for about twice the
     arithmetic. ``"auto"`` runs other cells sequentially and linear ones
     associatively from ``jrnn._options.AUTO_MIN_LENGTH[backend]`` steps on
-    (never on CPU, where it was slower at every length measured).
+    (never on CPU, where it was slower at every length measured; from 16 on
+    GPU, where it was faster at every length measured).
+  * **unroll**: steps per ``lax.scan`` iteration; ``"auto"`` is
+    ``jrnn._options.AUTO_UNROLL[backend]``, 1 on CPU (unrolling was slower) and
+    8 on GPU (1.2-2.5x faster training steps on an H100).
   * **precision** sets the precision of every matrix product of the run,
     forward and backward (``jax.default_matmul_precision`` around the trace,
     entered again by the fused backward pass): ``None`` keeps JAX's default
@@ -120,6 +127,8 @@ def unroll(
     reverse, unroll, scan, projection, remat, vjp, precision: see above and
       :class:`jrnn.Options`; all of them are passed on to the layers of
       :func:`jrnn.stack` and :func:`jrnn.bidirectional`.
+    kernel: ``"auto"`` or ``"xla"``: one sequence always runs on XLA;
+      ``"cudnn"`` needs a batch (:func:`unroll_batch`) and is refused here.
 
   Returns:
     ``(carry, hs)`` with ``hs: [T, hidden_size]``.
@@ -141,11 +150,13 @@ def unroll(
     ((20, 32), (32,))
   """
   fn_name = "jrnn.unroll"
-  options = _options.check(_options.Options(reverse, unroll, scan, projection, remat, vjp, precision), fn_name)
+  options = _options.check(_options.Options(reverse, unroll, scan, projection, remat, vjp, precision, kernel), fn_name)
   _check_cell(cell, fn_name)
   with _explained_params_errors(cell, params, xs, fn_name):
     xs, carry, mask = _checks.check_sequence(cell, params, xs, carry, mask, fn_name)
     reset = _checks.check_reset(reset, xs.shape[:1], fn_name)
+    if options.kernel == "cudnn":
+      raise ValueError(f"{fn_name}: kernel='cudnn' runs a batch; use jrnn.unroll_batch, or kernel='auto' or 'xla'.")
     return run(cell, params, carry, xs, mask, options, reset)
 
 
@@ -158,12 +169,13 @@ def unroll_batch(
   mask: jax.typing.ArrayLike | None = None,
   reset: jax.typing.ArrayLike | None = None,
   reverse: bool = False,
-  unroll: int = 1,
+  unroll: int | str = "auto",
   scan: str = "auto",
   projection: str = "auto",
   remat: Any = None,
   vjp: str = "autodiff",
   precision: Any = None,
+  kernel: str = "auto",
 ) -> tuple[Any, jax.Array]:
   r""":func:`unroll` over a batch of sequences ``xs: [B, T, input_size]``.
 
@@ -174,9 +186,24 @@ def unroll_batch(
   ``∂L/∂W_h = Σ_{t,b} h_{t-1}ᵀ ∂L/∂q_t`` (see :mod:`jrnn._fused`), rather
   than one per sequence summed afterwards.
 
+  **kernel.** ``"cudnn"`` runs :func:`jrnn.lstm`, and :func:`jrnn.stack` and
+  :func:`jrnn.bidirectional` layers of it, as NVIDIA cuDNN's fused LSTM
+  (:func:`jax.experimental.rnn.lstm`; one library call per layer and pass,
+  see :mod:`jrnn._cudnn`) on a GPU, in float32, with no ``reset``,
+  ``remat`` or ``vjp="fused"`` and a right-padding ``mask`` (each row True
+  then False, one True at least); anything else raises ValueError (under
+  ``jit``, rows of a mask that is not right padding come back as NaN).
+  ``"auto"`` (the default) takes cuDNN where it applies on a backend where
+  it was measured faster (``jrnn._options.AUTO_KERNEL``: none yet; on an
+  H100, JAX's cuDNN LSTM lost to the XLA scan, ``benchmarks/NOTES.md``), and
+  decides on a traced mask's values on the device (``lax.cond``); ``"xla"``
+  always runs the scan of the other options.
+  ``jrnn.cudnn_available()`` says whether this machine has cuDNN.
+
   Args:
     cell, params, reverse, unroll, scan, projection, remat, vjp, precision: as
       in :func:`unroll`.
+    kernel: ``"auto"``, ``"xla"`` or ``"cudnn"`` (above).
     xs: inputs ``[B, T, input_size]``, floating point.
     carry: the initial carry, every leaf with a leading ``[B]`` axis; ``None``
       for ``cell.initial_carry(params)`` for every sequence.
@@ -196,7 +223,7 @@ def unroll_batch(
     ((3, 10, 16), (3, 16))
   """
   fn_name = "jrnn.unroll_batch"
-  options = _options.check(_options.Options(reverse, unroll, scan, projection, remat, vjp, precision), fn_name)
+  options = _options.check(_options.Options(reverse, unroll, scan, projection, remat, vjp, precision, kernel), fn_name)
   _check_cell(cell, fn_name)
   xs = jnp.asarray(xs)
   with _explained_params_errors(cell, params, xs, fn_name):
@@ -207,9 +234,16 @@ def unroll_batch(
       )
     xs, carry, mask = _checks.check_batch(cell, params, xs, carry, mask, fn_name)
     reset = _checks.check_reset(reset, xs.shape[:2], fn_name)
-    if algorithm(cell, options, xs.shape[1], fn_name) == "fused":
-      return _fused.batch_sequence(cell, params, carry, xs, mask, options, reset)
-    return jax.vmap(lambda x, c, m, r: run(cell, params, c, x, m, options, r))(xs, carry, mask, reset)
+
+    def xla():
+      if algorithm(cell, options, xs.shape[1], fn_name) == "fused":
+        return _fused.batch_sequence(cell, params, carry, xs, mask, options, reset)
+      return jax.vmap(lambda x, c, m, r: run(cell, params, c, x, m, options, r))(xs, carry, mask, reset)
+
+    if _cudnn.choose(cell, params, xs, mask, reset, options, fn_name) == "xla":
+      return xla()
+    with _options.matmul_precision(options.precision):
+      return _cudnn.batch(cell, params, carry, xs, mask, options, xla, required=options.kernel == "cudnn")
 
 
 def _check_cell(cell, fn_name):

@@ -79,7 +79,7 @@ def test_bad_factory_and_init_arguments():
     jrnn.lstm(3).init(jax.random.key(0), 2.5)
   with pytest.raises(TypeError, match="cell must be a jrnn.Cell"):
     jrnn.unroll("lstm", PARAMS, jnp.ones((5, 3)))
-  with pytest.raises(ValueError, match="unroll must be a positive int"):
+  with pytest.raises(ValueError, match="jrnn.unroll: unroll must be 'auto' or a positive int, got 0"):
     jrnn.unroll(CELL, PARAMS, jnp.ones((5, 3)), unroll=0)
 
 

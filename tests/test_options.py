@@ -123,3 +123,12 @@ def test_params_of_another_cell_are_a_clear_error():
     jrnn.unroll(jrnn.gru(8), lstm_params, jnp.ones((5, 3)))
   with pytest.raises(ValueError, match=r"jrnn.unroll_batch: the params do not belong to jrnn.elman"):
     jrnn.unroll_batch(jrnn.elman(8), lstm_params, jnp.ones((2, 5, 3)))
+
+
+def test_auto_unroll_is_the_backends_measured_default(monkeypatch):
+  from jrnn import _options
+
+  for backend, want in (("cpu", 1), ("gpu", 8), ("tpu", 1)):
+    monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
+    assert _options.check(jrnn.Options(), "f").unroll == want
+    assert _options.check(jrnn.Options(unroll=3), "f").unroll == 3
