@@ -24,11 +24,11 @@ import numpy as np
 import jrnn
 
 VARIANTS = {
-    "gru/sequential": (lambda H: jrnn.gru(H), "sequential"),
-    "min_gru/sequential": (lambda H: jrnn.min_gru(H), "sequential"),
-    "min_gru/associative": (lambda H: jrnn.min_gru(H), "associative"),
-    "lru/sequential": (lambda H: jrnn.lru(H, r_min=0.9, r_max=0.999), "sequential"),
-    "lru/associative": (lambda H: jrnn.lru(H, r_min=0.9, r_max=0.999), "associative"),
+  "gru/sequential": (lambda H: jrnn.gru(H), "sequential"),
+  "min_gru/sequential": (lambda H: jrnn.min_gru(H), "sequential"),
+  "min_gru/associative": (lambda H: jrnn.min_gru(H), "associative"),
+  "lru/sequential": (lambda H: jrnn.lru(H, r_min=0.9, r_max=0.999), "sequential"),
+  "lru/associative": (lambda H: jrnn.lru(H, r_min=0.9, r_max=0.999), "associative"),
 }
 
 
@@ -73,24 +73,37 @@ def measure(lengths, batch=8, input_size=32, hidden=64, repeats=5, variants=tupl
     for name in variants:
       _, _, compile_s, times = runs[name]
       med = statistics.median(times)
-      rows.append(dict(variant=name, T=T, median_ms=1e3 * med, min_ms=1e3 * min(times),
-                       compile_s=compile_s, vs_gru=(med / base if base else None)))
-      print(f"T={T:6d} {name:22s} {1e3 * med:10.2f} ms  (min {1e3 * min(times):9.2f})  "
-            f"/gru {rows[-1]['vs_gru'] or float('nan'):6.3f}  compile {compile_s:5.2f} s", flush=True)
+      rows.append(
+        dict(
+          variant=name,
+          T=T,
+          median_ms=1e3 * med,
+          min_ms=1e3 * min(times),
+          compile_s=compile_s,
+          vs_gru=(med / base if base else None),
+        )
+      )
+      print(
+        f"T={T:6d} {name:22s} {1e3 * med:10.2f} ms  (min {1e3 * min(times):9.2f})  "
+        f"/gru {rows[-1]['vs_gru'] or float('nan'):6.3f}  compile {compile_s:5.2f} s",
+        flush=True,
+      )
   return rows
 
 
-def plot(rows, path):
+def plot(rows, path, batch=8, hidden=64):
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, ax = plt.subplots(figsize=(6, 4))
   for name in dict.fromkeys(r["variant"] for r in rows):
     pts = [(r["T"], r["median_ms"]) for r in rows if r["variant"] == name]
     ax.loglog(*zip(*pts), marker="o", label=name)
   ax.set_xlabel("sequence length T")
   ax.set_ylabel("training step (ms, median)")
-  ax.set_title(f"{jax.default_backend()} · B=8, I=32, H=64")
+  ax.set_title(f"{jax.default_backend()} · B={batch}, I=32, H={hidden}")
   ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=100)
@@ -100,14 +113,24 @@ def main():
   p = argparse.ArgumentParser()
   p.add_argument("--lengths", type=int, nargs="+", default=[16, 64, 256, 1024, 4096, 16384])
   p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--hidden", type=int, default=64)
   p.add_argument("--out", default="benchmarks/linear_recurrences")
   a = p.parse_args()
-  rows = measure(a.lengths, repeats=a.repeats)
-  meta = dict(jax=jax.__version__, backend=jax.default_backend(), device=str(jax.devices()[0]),
-              machine=platform.machine(), cpus=__import__("os").cpu_count(), batch=8, input_size=32, hidden=64)
+  rows = measure(a.lengths, batch=a.batch, hidden=a.hidden, repeats=a.repeats)
+  meta = dict(
+    jax=jax.__version__,
+    backend=jax.default_backend(),
+    device=str(jax.devices()[0]),
+    machine=platform.machine(),
+    cpus=__import__("os").cpu_count(),
+    batch=a.batch,
+    input_size=32,
+    hidden=a.hidden,
+  )
   with open(a.out + ".json", "w") as f:
     json.dump(dict(meta=meta, rows=rows), f, indent=1)
-  plot(rows, a.out + ".png")
+  plot(rows, a.out + ".png", a.batch, a.hidden)
 
 
 if __name__ == "__main__":

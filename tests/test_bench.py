@@ -183,3 +183,26 @@ def test_scaling_defaults_and_device_check():
   assert bench._parse(["--scaling", "--devices", "4,1,2"]).devices == (1, 2, 4)
   with pytest.raises(ValueError, match="CPU devices"):  # this process has one: the study itself says so
     bench_scaling.scaling_study(devices=(1, 2 * len(jax.devices("cpu"))))
+
+
+def test_figure_plots_each_library_over_the_faster_peer():
+  def res(**medians):
+    return {lib: {"median_s": m} for lib, m in medians.items()}
+
+  rows = [
+    {"mode": "train", "cell": "lstm", "hidden": 64, "length": 16, "results": res(jrnn=2.0, flax=4.0, torch=5.0)},
+    {"mode": "train", "cell": "lstm", "hidden": 64, "length": 128, "results": res(jrnn=9.0, flax=6.0, torch=3.0)},
+    {"mode": "train", "cell": "lstm", "hidden": 256, "length": 16, "results": res(jrnn=1.0, jrnn_cudnn=0.5, torch=2.0)},
+    {"mode": "forward", "cell": "gru", "hidden": 64, "length": 16, "results": res(jrnn=1.0)},  # no peer: left out
+  ]
+  fig = bench.figure({"rows": rows, "environment": {"device": "cpu", "date": "2026-11-23"}})
+  axes = fig.axes
+  assert len(axes) == 2  # one (mode, cell) row, H = 64 and 256
+  lines = {
+    (ax.get_title(), line.get_label()): line for ax in axes for line in ax.get_lines() if line.get_label()[0] != "_"
+  }
+  np.testing.assert_allclose(lines["lstm train, H=64", "jrnn"].get_ydata(), [2.0 / 4.0, 9.0 / 3.0])
+  np.testing.assert_allclose(lines["lstm train, H=64", "torch"].get_ydata(), [5.0 / 4.0, 1.0])
+  np.testing.assert_allclose(lines["lstm train, H=256", "jrnn_cudnn"].get_ydata(), [0.25])
+  assert lines["lstm train, H=64", "jrnn"].get_color() == lines["lstm train, H=256", "jrnn"].get_color()
+  assert lines["lstm train, H=64", "jrnn"].get_color() != lines["lstm train, H=64", "torch"].get_color()

@@ -71,7 +71,13 @@ def _memory_bytes(lowered):
 
 
 def bench_config(
-  cfg: Config, mode: str, libs: Sequence[str], repeats: int, warmup: int, unroll: int = 1, budget_s: float = 60.0
+  cfg: Config,
+  mode: str,
+  libs: Sequence[str],
+  repeats: int,
+  warmup: int,
+  unroll: int | None = None,
+  budget_s: float = 60.0,
 ):
   """Times one config for every library, interleaved; returns {lib: stats}."""
   calls, results = {}, {}
@@ -181,16 +187,29 @@ def sweep(
   io=32,
   repeats=7,
   warmup=2,
-  unroll=1,
+  unroll=None,
   log=print,
   skip=(),
+  on_row=None,
 ):
   """Runs the grid; returns a JSON-ready dict with the environment, the peak and every row.
 
-  ``skip``: ``(H, T)`` pairs left out (recorded in the result).
+  ``skip``: ``(H, T)`` pairs left out (recorded in the result). ``on_row``:
+  called with the result so far after every row (to save a long sweep as it
+  goes).
   """
   peak = matmul_peak_gflops()
   rows = []
+
+  def result():
+    return {
+      "environment": environment(),
+      "matmul_peak_gflops": peak,
+      "unroll": unroll,
+      "rows": rows,
+      "skipped": [list(hw) for hw in skip],
+    }
+
   for mode in modes:
     for cell in cells:
       for H in hidden:
@@ -201,13 +220,9 @@ def sweep(
           res = bench_config(cfg, mode, libs, repeats, warmup, unroll)
           rows.append({"mode": mode, **dataclasses.asdict(cfg), "results": res})
           log(format_row(rows[-1], libs, peak))
-  return {
-    "environment": environment(),
-    "matmul_peak_gflops": peak,
-    "unroll": unroll,
-    "rows": rows,
-    "skipped": [list(hw) for hw in skip],
-  }
+          if on_row is not None:
+            on_row(result())
+  return result()
 
 
 def format_row(row, libs, peak):
@@ -222,44 +237,86 @@ def format_row(row, libs, peak):
   return " | ".join(cells)
 
 
+PEERS = ("flax", "torch")
+# One colour per library, the same in every panel and every plot.
+COLOURS = {
+  "jrnn": "C0",
+  "jrnn_xla": "C9",
+  "jrnn_cudnn": "C4",
+  "jrnn_hoisted": "C6",
+  "jrnn_perstep": "C7",
+  "jrnn_fused": "C8",
+  "flax": "C1",
+  "torch": "C3",
+}
+
+
+def figure(result: dict):
+  """Each library's median time over the best peer's (the faster of Flax and PyTorch) against T.
+
+  One panel per (mode, cell) row and hidden size H column, one colour per
+  library (:data:`COLOURS`) in every panel; below 1 is faster than every
+  peer. Rows without a peer are left out. Returns the matplotlib figure.
+  """
+  import matplotlib.pyplot as plt
+
+  rows = [r for r in result["rows"] if any(p in r["results"] for p in PEERS)]
+  panels = [(m, c) for m in ("forward", "train") for c in GATES if any(r["mode"] == m and r["cell"] == c for r in rows)]
+  hidden = sorted({r["hidden"] for r in rows})
+  fig, axes = plt.subplots(
+    len(panels), len(hidden), figsize=(3.4 * len(hidden), 2.6 * len(panels)), squeeze=False, sharex=True
+  )
+  for i, (mode, cell) in enumerate(panels):
+    for j, H in enumerate(hidden):
+      ax = axes[i][j]
+      sub = sorted(
+        (r for r in rows if (r["mode"], r["cell"], r["hidden"]) == (mode, cell, H)), key=lambda r: r["length"]
+      )
+      libs = [lib for lib in COLOURS if any(lib in r["results"] for r in sub)]
+      libs += sorted({lib for r in sub for lib in r["results"]} - set(libs))
+      for lib in libs:
+        pts = [(r["length"], _ratio_to_best_peer(r["results"], lib)) for r in sub if lib in r["results"]]
+        ax.plot(*zip(*pts), marker="o", ms=3, color=COLOURS.get(lib), label=lib, ls="--" if lib in PEERS else "-")
+      ax.axhline(1.0, color="k", lw=0.6)
+      ax.set_xscale("log")
+      ax.set_title(f"{cell} {mode}, H={H}", fontsize=9)
+      ax.grid(True, which="both", alpha=0.3)
+      if j == 0:
+        ax.set_ylabel("time / best peer")
+      if i == len(panels) - 1:
+        ax.set_xlabel("sequence length T")
+  handles = {h.get_label(): h for ax in axes.flat for h in ax.get_lines() if not h.get_label().startswith("_")}
+  top = 1 - 0.6 / fig.get_figheight()  # room for the title and the legend, in inches
+  fig.legend(
+    handles.values(),
+    handles.keys(),
+    loc="upper center",
+    ncol=len(handles),
+    fontsize=8,
+    bbox_to_anchor=(0.5, top + 0.3 / fig.get_figheight()),
+  )
+  env = result["environment"]
+  fig.suptitle(
+    f"time over the faster of Flax and PyTorch, {env['device']} ({env['date']}, B=32, I=O=32)", fontsize=10, y=0.998
+  )
+  fig.tight_layout(rect=(0, 0, 1, top))
+  return fig
+
+
+def _ratio_to_best_peer(results, lib):
+  best = min(results[p]["median_s"] for p in PEERS if p in results)
+  return results[lib]["median_s"] / best
+
+
 def plot(result: dict, path: str):
-  """Time vs T (log-log), one panel per (mode, cell), one line per (library, H)."""
+  """Saves :func:`figure` of ``result`` to ``path`` (any backend: drawn with Agg)."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  rows = result["rows"]
-  modes = sorted({r["mode"] for r in rows})
-  cells = [c for c in GATES if any(r["cell"] == c for r in rows)]
-  fig, axes = plt.subplots(len(modes), len(cells), figsize=(4.5 * len(cells), 3.6 * len(modes)), squeeze=False)
-  styles = {"jrnn": "-", "jrnn_hoisted": "-.", "jrnn_perstep": "-.", "jrnn_fused": "-.", "flax": "--", "torch": ":"}
-  for i, mode in enumerate(modes):
-    for j, cell in enumerate(cells):
-      ax = axes[i][j]
-      sub = [r for r in rows if r["mode"] == mode and r["cell"] == cell]
-      for H in sorted({r["hidden"] for r in sub}):
-        pts = sorted((r["length"], r["results"]) for r in sub if r["hidden"] == H)
-        for lib in pts[0][1]:
-          ax.plot(
-            [t for t, _ in pts],
-            [res[lib]["median_s"] * 1e3 for _, res in pts],
-            styles.get(lib, "-"),
-            marker="o",
-            ms=3,
-            label=f"{lib} H={H}",
-          )
-      ax.set_xscale("log")
-      ax.set_yscale("log")
-      ax.set_title(f"{cell}, {mode}")
-      ax.set_xlabel("sequence length T")
-      ax.set_ylabel("median time (ms)")
-      ax.grid(True, which="both", alpha=0.3)
-  axes[0][-1].legend(fontsize=7)
-  env = result["environment"]
-  fig.suptitle(f"jrnn vs Flax vs PyTorch on {env['device']} ({env['date']}, B=32, I=O=32)", fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fig = figure(result)
+  fig.savefig(path, dpi=100)
   plt.close(fig)
 
 
@@ -313,7 +370,12 @@ def _parser():
     default=None,
     help=f"timed repeats (default {COMMON['repeats']}; {SCALING['repeats']} for --scaling)",
   )
-  p.add_argument("--unroll", type=int, default=1)
+  p.add_argument(
+    "--unroll",
+    type=int,
+    default=None,
+    help="steps per scan iteration for jrnn and Flax (default: each library's own: jrnn's 'auto', Flax's 1)",
+  )
   p.add_argument("--out", default="benchmarks/results")
   p.add_argument("--skip", default="", help="H:T pairs to leave out, e.g. 1024:4096 (comma-separated)")
   p.add_argument(
@@ -406,11 +468,17 @@ def main(argv=None) -> int:
         json.dump(result, f, indent=1)
       print(f"wrote {path}")
     return 0
-  result = sweep(a.cells, a.hidden, a.lengths, a.modes, a.libs, a.batch, 32, a.repeats, 2, a.unroll, skip=a.skip)
   os.makedirs(a.out, exist_ok=True)
-  stem = _stem(a.out, result["environment"]) + ("-quick" if a.quick else "")
-  with open(stem + ".json", "w") as f:
-    json.dump(result, f, indent=1)
+  stem = _stem(a.out, environment(peers=False)) + ("-quick" if a.quick else "")
+
+  def save(result):  # after every row, replacing the file whole: a sweep cut short keeps its rows
+    with open(stem + ".json.tmp", "w") as f:
+      json.dump(result, f, indent=1)
+    os.replace(stem + ".json.tmp", stem + ".json")
+
+  result = sweep(
+    a.cells, a.hidden, a.lengths, a.modes, a.libs, a.batch, 32, a.repeats, 2, a.unroll, skip=a.skip, on_row=save
+  )
   plot(result, stem + ".png")
   print(f"wrote {stem}.json and {stem}.png (matmul peak {result['matmul_peak_gflops']:.1f} GFLOP/s)")
   return 0

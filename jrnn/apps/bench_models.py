@@ -50,11 +50,13 @@ def data(cfg: Config, seed: int = 0):
 # --- jrnn --------------------------------------------------------------------------------------
 
 
-def jrnn_model(cfg: Config, unroll: int = 1, **options):
+def jrnn_model(cfg: Config, unroll: int | None = None, **options):
   """jrnn's cell + linear head: ``(forward, params)``, ``forward(params, xs [B, T, I]) -> ys [B, T, O]``.
 
-  The cell runs over the batch with ``jrnn.unroll_batch(..., **options)``.
+  The cell runs over the batch with ``jrnn.unroll_batch(..., **options)``;
+  ``unroll=None`` is jrnn's default, ``"auto"``.
   """
+  unroll = "auto" if unroll is None else unroll
   cell = CELLS[cfg.cell](cfg.hidden)
   head = jrnn.linear(cfg.output_size)
   k1, k2 = jax.random.split(jax.random.key(0))
@@ -66,7 +68,7 @@ def jrnn_model(cfg: Config, unroll: int = 1, **options):
   return forward, params
 
 
-def jrnn_fns(cfg: Config, mode: str, unroll: int = 1, **options):
+def jrnn_fns(cfg: Config, mode: str, unroll: int | None = None, **options):
   """jrnn's cell + linear head on the batch, ``jrnn.unroll_batch(..., **options)``."""
   return _jax_fns(*jrnn_model(cfg, unroll, **options), cfg, mode)
 
@@ -103,7 +105,7 @@ def _jax_fns(forward, params, cfg, mode):
 # --- flax --------------------------------------------------------------------------------------
 
 
-def _flax_fns(cfg: Config, mode: str, unroll: int = 1):
+def _flax_fns(cfg: Config, mode: str, unroll: int | None = None):
   import flax.linen as nn
 
   cell_cls = {"elman": nn.SimpleCell, "gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}[cfg.cell]
@@ -111,7 +113,7 @@ def _flax_fns(cfg: Config, mode: str, unroll: int = 1):
   class Model(nn.Module):
     @nn.compact
     def __call__(self, xs):
-      return nn.Dense(cfg.output_size)(nn.RNN(cell_cls(cfg.hidden), unroll=unroll)(xs))
+      return nn.Dense(cfg.output_size)(nn.RNN(cell_cls(cfg.hidden), unroll=unroll or 1)(xs))
 
   model = Model()
   xs, _ = data(cfg)
@@ -122,7 +124,7 @@ def _flax_fns(cfg: Config, mode: str, unroll: int = 1):
 # --- torch -------------------------------------------------------------------------------------
 
 
-def _torch_fns(cfg: Config, mode: str, unroll: int = 1):
+def _torch_fns(cfg: Config, mode: str, unroll: int | None = None):
   del unroll
   import torch
 
@@ -157,11 +159,15 @@ def _torch_fns(cfg: Config, mode: str, unroll: int = 1):
 
 
 # jrnn with the defaults, and variants with one option changed (levers under measurement, NOTES.md).
+# The levers of the XLA scan name kernel="xla", so that they are measured on a GPU too, where "auto"
+# runs an LSTM on cuDNN.
 LIBRARIES: dict[str, Callable] = {
   "jrnn": jrnn_fns,
-  "jrnn_hoisted": functools.partial(jrnn_fns, projection="hoisted"),
-  "jrnn_perstep": functools.partial(jrnn_fns, projection="per_step"),
-  "jrnn_fused": functools.partial(jrnn_fns, vjp="fused"),
+  "jrnn_hoisted": functools.partial(jrnn_fns, projection="hoisted", kernel="xla"),
+  "jrnn_perstep": functools.partial(jrnn_fns, projection="per_step", kernel="xla"),
+  "jrnn_fused": functools.partial(jrnn_fns, vjp="fused", kernel="xla"),
+  "jrnn_xla": functools.partial(jrnn_fns, kernel="xla"),
+  "jrnn_cudnn": functools.partial(jrnn_fns, kernel="cudnn"),
   "flax": _flax_fns,
   "torch": _torch_fns,
 }
