@@ -297,6 +297,8 @@ def test_precision_is_a_flag_saved_in_the_config(adding_run, tmp_path, capsys):
     (["--projection", "early"], "invalid choice: 'early'"),
     (["--vjp", "manual"], "invalid choice: 'manual'"),
     (["--scan", "associative"], "--cell lstm cannot run with these sequence options"),
+    (["--kernel", "cuda"], "invalid choice: 'cuda'"),
+    (["--kernel", "cudnn"], "kernel='cudnn' needs a GPU with cuDNN; JAX's default backend is 'cpu'"),
   ],
 )
 def test_bad_sequence_options_exit_2_with_one_line(argv, match, tmp_path, capsys):

@@ -17,7 +17,7 @@
 beside the task's baselines (and, for ``chars``, a sample); it leaves
 ``history.json`` and ``loss.png`` beside the checkpoints. ``--steps`` is the
 total: ``--resume`` trains from the last checkpoint up to it. ``--scan``,
-``--projection``, ``--remat``, ``--vjp`` and ``--precision`` are
+``--projection``, ``--remat``, ``--vjp``, ``--precision`` and ``--kernel`` are
 :func:`jrnn.unroll`'s options for every sequence the model reads
 (``--precision`` for the head's product too); like the model's flags they are
 saved in the checkpoint and ``--resume`` keeps them (a checkpoint saved before
@@ -64,6 +64,7 @@ _CONFIG_FLAGS = (
   "remat",
   "vjp",
   "precision",
+  "kernel",
 )
 
 
@@ -134,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     "--precision",
     choices=experiments.PRECISIONS,
     help="precision of every matrix product (default: JAX's; float32 on TPU is one bfloat16 pass unless highest)",
+  )
+  t.add_argument(
+    "--kernel",
+    choices=experiments.KERNELS,
+    help="what runs an LSTM: auto (default: the XLA scan where cuDNN was not measured faster), xla, or cudnn (GPU)",
   )
   t.add_argument("--checkpoint-dir", help="where checkpoints, history.json and loss.png go (default runs/TASK)")
   t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")

@@ -8,7 +8,7 @@ checkpoint rebuilds the same experiment.
 
 Every set-up runs its model as ``jrnn.unroll_batch(cell, params, xs[B, T, I],
 **options)`` and then the linear head, where ``options`` are the config's
-``scan``, ``projection``, ``remat``, ``vjp`` and ``precision``
+``scan``, ``projection``, ``remat``, ``vjp``, ``precision`` and ``kernel``
 (:data:`OPTION_DEFAULTS`; see :func:`jrnn.unroll`): they change how the scan
 runs and what it stores, not the values it computes (``precision``, which the
 head's product takes too, changes their rounding on TPU and GPU).
@@ -60,11 +60,19 @@ TASKS = ("dogs", "adding", "copy", "chars", "sunspots")
 
 # How the sequence runs (jrnn.unroll's options), the same default for every task. A config saved before
 # these keys existed resolves to these defaults, i.e. the behaviour it was trained with.
-OPTION_DEFAULTS = {"scan": "auto", "projection": "auto", "remat": "none", "vjp": "autodiff", "precision": None}
+OPTION_DEFAULTS = {
+  "scan": "auto",
+  "projection": "auto",
+  "remat": "none",
+  "vjp": "autodiff",
+  "precision": None,
+  "kernel": "auto",
+}
 SCANS = ("auto", "sequential", "associative")
 PROJECTIONS = ("auto", "hoisted", "per_step")
 REMATS = ("none", "step", "sqrt")  # or a positive int chunk length
 VJPS = ("autodiff", "fused")
+KERNELS = ("auto", "xla", "cudnn")
 PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")  # None: JAX's default
 
 # Defaults per task, measured on 2 shared CPU cores: adding reaches test MSE < 0.01 at T = 100 by step
@@ -150,7 +158,7 @@ def resolve(config: dict) -> dict:
     raise ConfigError(f"--lr must be a positive number, got {out['lr']!r}.")
   if out["clip_norm"] is not None and not out["clip_norm"] > 0:
     raise ConfigError(f"--clip-norm must be positive, got {out['clip_norm']!r}.")
-  for name, allowed in (("scan", SCANS), ("projection", PROJECTIONS), ("vjp", VJPS)):
+  for name, allowed in (("scan", SCANS), ("projection", PROJECTIONS), ("vjp", VJPS), ("kernel", KERNELS)):
     if out[name] not in allowed:
       raise ConfigError(f"--{name} must be one of {', '.join(allowed)}; got {out[name]!r}.")
   if out["precision"] is not None and out["precision"] not in PRECISIONS:
