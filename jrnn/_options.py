@@ -121,7 +121,7 @@ def make(fn_name: str, allowed: tuple[str, ...] = Options._fields, **options: An
 
 
 def check(options: Options, fn_name: str) -> Options:
-  """``options`` with ``reverse`` as a bool and ``unroll`` an int; ValueError for a value outside its documented ones."""
+  """``options`` with ``reverse`` a bool and ``unroll`` an int; ValueError for a value outside the documented ones."""
   unroll = options.unroll
   if unroll == "auto":
     unroll = AUTO_UNROLL.get(jax.default_backend(), 1)
