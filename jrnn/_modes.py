@@ -194,7 +194,7 @@ def one_to_many(
     return (c, x_next.astype(xs0.dtype)), (y, x_next)
 
   with _options.matmul_precision(opts.precision):
-    (carry, _), (ys, fed) = _scans.sequential(body, (carry, xs0[0]), keys, unroll=opts.unroll, remat=opts.remat)
+    (carry, _), (ys, fed) = _scans.sequential(body, (carry, xs0[0]), keys, unroll=int(opts.unroll), remat=opts.remat)
   return carry, ys, fed
 
 

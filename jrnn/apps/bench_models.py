@@ -56,14 +56,14 @@ def jrnn_model(cfg: Config, unroll: int | None = None, **options):
   The cell runs over the batch with ``jrnn.unroll_batch(..., **options)``;
   ``unroll=None`` is jrnn's default, ``"auto"``.
   """
-  unroll = "auto" if unroll is None else unroll
+  steps: int | str = "auto" if unroll is None else unroll
   cell = CELLS[cfg.cell](cfg.hidden)
   head = jrnn.linear(cfg.output_size)
   k1, k2 = jax.random.split(jax.random.key(0))
   params = (cell.init(k1, cfg.input_size), head.init(k2, cfg.hidden))
 
   def forward(params, xs):
-    return head.apply(params[1], jrnn.unroll_batch(cell, params[0], xs, unroll=unroll, **options)[1])
+    return head.apply(params[1], jrnn.unroll_batch(cell, params[0], xs, unroll=steps, **options)[1])
 
   return forward, params
 
