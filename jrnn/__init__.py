@@ -31,6 +31,8 @@ from jrnn._cell import Stepwise as Stepwise
 from jrnn._cell import make_cell as make_cell
 from jrnn._cudnn import available as cudnn_available
 from jrnn._cudnn import which_kernel as which_kernel
+from jrnn._dropout import dropout as dropout
+from jrnn._dropout import weight_drop as weight_drop
 from jrnn._elman import ElmanParams as ElmanParams
 from jrnn._elman import elman as elman
 from jrnn._embedding import Embedding as Embedding
@@ -120,6 +122,7 @@ __all__ = (
   "cudnn_available",
   "diagnostics",
   "distributed",
+  "dropout",
   "elman",
   "embedding",
   "encoder_decoder",
@@ -147,5 +150,6 @@ __all__ = (
   "train",
   "unroll",
   "unroll_batch",
+  "weight_drop",
   "which_kernel",
 )

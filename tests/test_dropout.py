@@ -1,0 +1,122 @@
+"""jrnn.dropout and jrnn.weight_drop: masks, scaling, statistics, and the recurrence against a NumPy loop."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jrnn
+
+
+def test_dropout_keeps_or_zeroes_each_entry_scaled_with_the_right_frequency():
+  x = jax.random.normal(jax.random.key(0), (400, 250))
+  p = 0.3
+  d = np.asarray(jrnn.dropout(jax.random.key(1), p, x))
+  kept = d != 0
+  np.testing.assert_allclose(d[kept], np.asarray(x)[kept] / (1 - p), rtol=1e-6)
+  n = x.size  # the kept fraction is Binomial(n, 1 - p) / n: within 5 standard deviations
+  assert abs(kept.mean() - (1 - p)) < 5 * np.sqrt(p * (1 - p) / n)
+
+
+def test_dropout_is_unbiased_over_keys():
+  x = jnp.linspace(-1.0, 1.0, 16)
+  keys = jax.random.split(jax.random.key(2), 4000)
+  mean = jax.vmap(lambda k: jrnn.dropout(k, 0.5, x))(keys).mean(axis=0)
+  # each mean is x (2 Bernoulli(1/2)) averaged over 4000 keys: standard deviation |x| / sqrt(4000)
+  np.testing.assert_allclose(mean, x, atol=float(5 * jnp.abs(x).max() / np.sqrt(4000)))
+
+
+def test_broadcast_axes_share_one_mask_along_time():
+  xs = jnp.ones((6, 50, 8))
+  d = np.asarray(jrnn.dropout(jax.random.key(3), 0.5, xs, broadcast_axes=(-2,)))
+  assert (d == d[:, :1]).all()  # the same mask at every step of a sequence
+  assert len({tuple(row) for row in d[:, 0]}) > 1  # sequences have their own masks
+
+
+def test_dropout_identity_cases_and_gradient():
+  x = jax.random.normal(jax.random.key(4), (5, 3))
+  np.testing.assert_array_equal(jrnn.dropout(jax.random.key(0), 0.0, x), x)
+  np.testing.assert_array_equal(jrnn.dropout(jax.random.key(0), 0.9, x, deterministic=True), x)
+  mask = np.asarray(jrnn.dropout(jax.random.key(5), 0.4, jnp.ones((5, 3))))  # m / (1 - p)
+  grad = jax.grad(lambda x: jnp.sum(jnp.sin(jrnn.dropout(jax.random.key(5), 0.4, x))))(x)
+  np.testing.assert_allclose(grad, np.cos(np.asarray(x) * mask) * mask, rtol=1e-6)
+  check_grads(lambda x: jrnn.dropout(jax.random.key(5), 0.4, x), (x,), order=2, modes=["fwd", "rev"])
+
+
+def test_weight_drop_drops_only_the_named_fields_of_every_layer():
+  cell = jrnn.stack([jrnn.lstm(16), jrnn.bidirectional(jrnn.gru(16))])
+  params = cell.init(jax.random.key(0), 8)
+  p = 0.25
+  dropped = jrnn.weight_drop(jax.random.key(1), p, params)
+  before, after = jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(dropped)
+  masks = []
+  for (path, w), d in zip(before, after):
+    w, d = np.asarray(w), np.asarray(d)
+    if path[-1].name == "wh":
+      kept = d != 0
+      np.testing.assert_allclose(d[kept], w[kept] / (1 - p), rtol=1e-6)
+      assert abs(kept.mean() - (1 - p)) < 5 * np.sqrt(p * (1 - p) / kept.size)
+      masks.append(kept)
+    else:
+      np.testing.assert_array_equal(d, w)
+  assert len(masks) == 3 and not (masks[1] == masks[2]).all()  # lstm, gru forward, gru backward: own masks
+
+
+def test_unit_weight_drop_is_variational_dropout_of_the_state():
+  """Elman with rows of W_h dropped == a NumPy loop that drops units of h_{t-1}, the same mask every step."""
+  cell = jrnn.elman(6)
+  params = cell.init(jax.random.key(0), 3)
+  xs = np.asarray(jax.random.normal(jax.random.key(1), (9, 3)))
+  dropped = jrnn.weight_drop(jax.random.key(2), 0.5, params, mode="unit")
+  unit_mask = (np.asarray(dropped.wh) != 0).any(axis=1)
+  assert 0 < unit_mask.sum() < 6
+  _, hs = jrnn.unroll(cell, dropped, xs)
+  wx, wh, b = (np.asarray(a, np.float64) for a in params)
+  h = np.zeros(6)
+  for t in range(9):
+    h = np.tanh(xs[t] @ wx + (h * unit_mask / 0.5) @ wh + b)
+    np.testing.assert_allclose(hs[t], h, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_drop_composes_with_training_and_the_fused_vjp():
+  cell = jrnn.gru(5)
+  params = cell.init(jax.random.key(0), 3)
+  xs = jax.random.normal(jax.random.key(1), (2, 7, 3))
+
+  def loss(params, key, vjp):
+    return jnp.sum(jrnn.unroll_batch(cell, jrnn.weight_drop(key, 0.3, params), xs, vjp=vjp)[1] ** 2)
+
+  g1 = jax.grad(loss)(params, jax.random.key(3), "autodiff")
+  g2 = jax.grad(loss)(params, jax.random.key(3), "fused")
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g1, g2)
+  dropped = np.asarray(jrnn.weight_drop(jax.random.key(3), 0.3, params).wh) == 0
+  assert (np.asarray(g1.wh)[dropped] == 0).all()  # a dropped connection gets no gradient
+
+
+@pytest.mark.parametrize(
+  "call, error, match",
+  [
+    (
+      lambda: jrnn.dropout(jax.random.key(0), 1.0, jnp.ones(3)),
+      ValueError,
+      r"rate must be a number in \[0, 1\), got 1.0",
+    ),
+    (lambda: jrnn.dropout(jax.random.key(0), 0.5, jnp.ones(3, jnp.int32)), TypeError, "x must be floating point"),
+    (lambda: jrnn.dropout(jax.random.key(0), 0.5, jnp.ones((2, 3)), broadcast_axes=(2,)), ValueError, "rank 2"),
+    (lambda: jrnn.dropout(0, 0.5, jnp.ones(3)), TypeError, "key must be a JAX random key"),
+    (
+      lambda: jrnn.weight_drop(jax.random.key(0), 0.5, jrnn.lstm(3).init(jax.random.key(0), 2), fields=("w_hh",)),
+      ValueError,
+      r"fields \['w_hh'\] are not fields of params; its fields are \['b', 'wh', 'wx'\]",
+    ),
+    (
+      lambda: jrnn.weight_drop(jax.random.key(0), 0.5, jrnn.lstm(3).init(jax.random.key(0), 2), mode="row"),
+      ValueError,
+      "mode must be one of",
+    ),
+  ],
+)
+def test_bad_arguments_are_clear_errors(call, error, match):
+  with pytest.raises(error, match=match):
+    call()
