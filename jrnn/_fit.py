@@ -70,7 +70,10 @@ def fit(
     params, opt_state: the starting state.
     batch_fn: ``i -> batch`` for step ``i`` (0-based). Making the batch a pure
       function of ``i`` (e.g. of ``jax.random.fold_in(key, i)``) makes a
-      resumed run see exactly the batches an uninterrupted one would.
+      resumed run see exactly the batches an uninterrupted one would. The
+      same holds for a step's randomness: for :func:`jrnn.dropout` and
+      :func:`jrnn.weight_drop`, put ``jax.random.fold_in(key, i)`` in the
+      batch and split it in the loss; a resumed run is then bit-identical.
     steps: the step number to stop at (the total, not the number of new steps).
     start_step: the step to start from (a restored checkpoint's step).
     carry: for stateful (truncated BPTT) training, the initial carry. The step
