@@ -16,6 +16,8 @@ from jrnn import losses as losses
 from jrnn import sharding as sharding
 from jrnn import tasks as tasks
 from jrnn import train as train
+from jrnn._beam import BeamResult as BeamResult
+from jrnn._beam import beam_search as beam_search
 from jrnn._bidirectional import BidirectionalCarry as BidirectionalCarry
 from jrnn._bidirectional import BidirectionalParams as BidirectionalParams
 from jrnn._bidirectional import bidirectional as bidirectional
@@ -90,6 +92,7 @@ __all__ = (
   "CELLS",
   "WRAPPERS",
   "AffineRecurrence",
+  "BeamResult",
   "BidirectionalCarry",
   "BidirectionalParams",
   "BlockParams",
@@ -117,6 +120,7 @@ __all__ = (
   "SequenceLayer",
   "Stepwise",
   "TiedParams",
+  "beam_search",
   "bidirectional",
   "bptt",
   "cudnn_available",
