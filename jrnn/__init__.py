@@ -17,7 +17,9 @@ from jrnn import sharding as sharding
 from jrnn import tasks as tasks
 from jrnn import train as train
 from jrnn._beam import BeamResult as BeamResult
+from jrnn._beam import SampleResult as SampleResult
 from jrnn._beam import beam_search as beam_search
+from jrnn._beam import sample_decode as sample_decode
 from jrnn._bidirectional import BidirectionalCarry as BidirectionalCarry
 from jrnn._bidirectional import BidirectionalParams as BidirectionalParams
 from jrnn._bidirectional import bidirectional as bidirectional
@@ -117,6 +119,7 @@ __all__ = (
   "ModelParams",
   "Options",
   "Projected",
+  "SampleResult",
   "SequenceLayer",
   "Stepwise",
   "TiedParams",
@@ -147,6 +150,7 @@ __all__ = (
   "min_gru",
   "min_lstm",
   "one_to_many",
+  "sample_decode",
   "sharding",
   "stack",
   "tasks",

@@ -166,3 +166,101 @@ def beam_search(
   lengths = jnp.concatenate([fin_len, jnp.full((k,), L, jnp.int32)])[best]
   log_probs = jnp.concatenate([fin_logp, alive_logp])[best]
   return BeamResult(seqs, lengths, log_probs, scores)
+
+
+class SampleResult(NamedTuple):
+  """What :func:`sample_decode` returns.
+
+  Attributes:
+    tokens: ``[max_length]`` int32, the ``eos`` included, ``eos`` after it.
+    length: tokens generated, the ``eos`` included (``max_length`` if none).
+    log_prob: ``log p(tokens)`` under the model's own distribution
+      (temperature 1, no top-k), summed over ``length``.
+  """
+
+  tokens: jax.Array
+  length: jax.Array
+  log_prob: jax.Array
+
+
+def sample_decode(
+  step_fn: Callable[[Any, jax.Array], tuple[Any, jax.Array]],
+  state: Any,
+  key: jax.Array | None,
+  *,
+  bos: int,
+  eos: int,
+  max_length: int,
+  temperature: float = 1.0,
+  top_k: int | None = None,
+) -> SampleResult:
+  r"""Greedy decoding or ancestral sampling, with temperature and top-k, from a decoder step function.
+
+  Each step draws
+
+  .. math::
+
+     y_t \sim \mathrm{softmax}(\mathrm{logits}_t / \tau) \text{ restricted to the } k \text{ largest logits}
+
+  (Fan, Lewis & Dauphin 2018 for top-k), feeds ``y_t`` back, and stops
+  growing at ``eos``. ``temperature=0`` is greedy decoding, ``argmax
+  logits_t`` (``key`` may then be None); ``top_k=None`` keeps every token. ``step_fn`` is
+  :func:`beam_search`'s; ``jax.vmap`` over ``state`` and ``key`` for a batch.
+
+  Args:
+    step_fn: ``(state, token: int32 []) -> (state, logits [V])``.
+    state: the decoder's state before ``bos``.
+    key: a JAX random key (None only with ``temperature=0``).
+    bos, eos, max_length: as in :func:`beam_search`.
+    temperature: ``τ ≥ 0``.
+    top_k: sample among the ``k`` most likely tokens only.
+
+  Returns:
+    A :class:`SampleResult`.
+
+  Raises:
+    ValueError: for a negative temperature, a non-positive ``max_length`` or
+      ``top_k``, or sampling (``temperature > 0``) without a key.
+
+  References:
+    Fan, Lewis & Dauphin, "Hierarchical neural story generation", ACL (2018).
+
+  Example:
+    >>> import jax.numpy as jnp, jrnn
+    >>> logits = jnp.log(jnp.array([0.1, 0.6, 0.3]))        # eos = 0
+    >>> step = lambda s, t: (s, logits)
+    >>> jrnn.sample_decode(step, 0.0, None, bos=1, eos=0, max_length=3, temperature=0).tokens.tolist()
+    [1, 1, 1]
+  """
+  fn_name = "jrnn.sample_decode"
+  L = _checks.positive_int(max_length, "max_length", fn_name)
+  if not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and temperature >= 0):
+    raise ValueError(f"{fn_name}: temperature must be a number >= 0, got {temperature!r}.")
+  if top_k is not None:
+    _checks.positive_int(top_k, "top_k", fn_name)
+  greedy = temperature == 0
+  if not greedy and key is None:
+    raise ValueError(f"{fn_name}: sampling with temperature {temperature} needs a key.")
+  keys = jax.random.split(key, L) if key is not None else jnp.zeros((L,), jnp.int32)
+
+  def body(carry, inputs):
+    state, token, done, log_prob, length = carry
+    k, _ = inputs
+    state, logits = step_fn(state, token)
+    logits = logits.astype(jnp.float32)
+    if greedy:
+      new = jnp.argmax(logits).astype(jnp.int32)
+    else:
+      scaled = logits / jnp.float32(temperature)
+      if top_k is not None and top_k < logits.shape[-1]:
+        kth = jax.lax.top_k(scaled, top_k)[0][-1]
+        scaled = jnp.where(scaled >= kth, scaled, -jnp.inf)
+      new = jax.random.categorical(k, scaled).astype(jnp.int32)
+    new = jnp.where(done, jnp.int32(eos), new)
+    log_prob = log_prob + jnp.where(done, 0.0, jax.nn.log_softmax(logits)[new])
+    length = length + jnp.where(done, 0, 1)
+    return (state, new, done | (new == eos), log_prob, length), new
+
+  init = (state, jnp.int32(bos), jnp.bool_(False), jnp.float32(0.0), jnp.int32(0))
+  (_, _, _, log_prob, length), tokens = jax.lax.scan(body, init, (keys, jnp.arange(L)))
+  return SampleResult(tokens, length, log_prob)

@@ -114,3 +114,48 @@ def test_bad_arguments_are_clear_errors():
     jrnn.beam_search(step_fn, state, bos=BOS, eos=EOS, beam_size=2, max_length=3, length_penalty=-1)
   with pytest.raises(ValueError, match=r"logits of shape \(2, 4\); vmap beam_search for a batch"):
     jrnn.beam_search(lambda s, t: (s, jnp.zeros((2, V))), state, bos=BOS, eos=EOS, beam_size=2, max_length=3)
+
+
+def test_sampling_at_temperature_zero_and_top_k_one_is_greedy():
+  step_fn, state = _decoder(seed=1)
+  L = 8
+  beam = jrnn.beam_search(step_fn, state, bos=BOS, eos=EOS, beam_size=1, max_length=L)
+  for out in (
+    jrnn.sample_decode(step_fn, state, None, bos=BOS, eos=EOS, max_length=L, temperature=0),
+    jrnn.sample_decode(step_fn, state, jax.random.key(0), bos=BOS, eos=EOS, max_length=L, top_k=1),
+  ):
+    assert int(out.length) == int(beam.lengths[0])
+    assert out.tokens.tolist() == beam.tokens[0].tolist()
+    np.testing.assert_allclose(float(out.log_prob), float(beam.log_probs[0]), rtol=1e-5)
+
+
+def test_sampled_first_tokens_follow_the_tempered_top_k_distribution():
+  step_fn, state = _decoder(seed=2)
+  _, logits = step_fn(state, jnp.int32(BOS))
+  tau, k, n = 0.7, 3, 20000
+  keys = jax.random.split(jax.random.key(1), n)
+  draw = jax.jit(
+    jax.vmap(
+      lambda key: jrnn.sample_decode(
+        step_fn, state, key, bos=BOS, eos=EOS, max_length=2, temperature=tau, top_k=k
+      ).tokens[0]
+    )
+  )
+  counts = np.bincount(np.asarray(draw(keys)), minlength=V) / n
+  z = np.asarray(logits, np.float64) / tau
+  keep = np.argsort(z)[-k:]
+  want = np.zeros(V)
+  want[keep] = np.exp(z[keep] - z[keep].max()) / np.exp(z[keep] - z[keep].max()).sum()
+  np.testing.assert_allclose(counts, want, atol=5 * np.sqrt(0.25 / n))  # 5 standard deviations at most
+  assert counts[np.argsort(z)[0]] == 0.0  # outside the top k: never drawn
+
+
+def test_sample_decode_stops_at_eos_and_scores_under_the_model():
+  step_fn, state = _decoder(seed=3)
+  out = jrnn.sample_decode(step_fn, state, jax.random.key(5), bos=BOS, eos=EOS, max_length=12, temperature=1.5)
+  n = int(out.length)
+  tokens = out.tokens.tolist()
+  assert (EOS not in tokens[: n - 1]) and (n == 12 or tokens[n - 1] == EOS) and all(t == EOS for t in tokens[n:])
+  np.testing.assert_allclose(float(out.log_prob), _log_prob(step_fn, state, tokens[:n]), rtol=1e-5)
+  with pytest.raises(ValueError, match="sampling with temperature 1.5 needs a key"):
+    jrnn.sample_decode(step_fn, state, None, bos=BOS, eos=EOS, max_length=3, temperature=1.5)
