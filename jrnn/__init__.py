@@ -16,6 +16,16 @@ from jrnn import losses as losses
 from jrnn import sharding as sharding
 from jrnn import tasks as tasks
 from jrnn import train as train
+from jrnn._attention import AdditiveParams as AdditiveParams
+from jrnn._attention import Attention as Attention
+from jrnn._attention import AttentionCarry as AttentionCarry
+from jrnn._attention import AttentionDecoderParams as AttentionDecoderParams
+from jrnn._attention import GeneralParams as GeneralParams
+from jrnn._attention import attend as attend
+from jrnn._attention import attention as attention
+from jrnn._attention import attention_carry as attention_carry
+from jrnn._attention import attention_decoder as attention_decoder
+from jrnn._attention import attention_weights as attention_weights
 from jrnn._beam import BeamResult as BeamResult
 from jrnn._beam import SampleResult as SampleResult
 from jrnn._beam import beam_search as beam_search
@@ -93,7 +103,11 @@ def __getattr__(name):
 __all__ = (
   "CELLS",
   "WRAPPERS",
+  "AdditiveParams",
   "AffineRecurrence",
+  "Attention",
+  "AttentionCarry",
+  "AttentionDecoderParams",
   "BeamResult",
   "BidirectionalCarry",
   "BidirectionalParams",
@@ -103,6 +117,7 @@ __all__ = (
   "Embedding",
   "EmbeddingParams",
   "GRUParams",
+  "GeneralParams",
   "Head",
   "LRUParams",
   "LSTMCarry",
@@ -123,6 +138,11 @@ __all__ = (
   "SequenceLayer",
   "Stepwise",
   "TiedParams",
+  "attend",
+  "attention",
+  "attention_carry",
+  "attention_decoder",
+  "attention_weights",
   "beam_search",
   "bidirectional",
   "bptt",
