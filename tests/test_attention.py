@@ -114,3 +114,29 @@ def test_bad_arguments_are_clear_errors():
     jrnn.attention_decoder(jrnn.bidirectional(jrnn.gru(4)), jrnn.attention(), 6, 5)
   with pytest.raises(TypeError, match="decoder must come from jrnn.attention_decoder"):
     jrnn.attention_weights(jrnn.gru(4), params, jnp.ones((2, 3)), None)
+
+
+def test_streaming_equals_the_one_shot_run(x64):
+  """Encode once, then decode token by token with decoder.step; and a stacked encoder fed in chunks with the carry."""
+  S, I, H, T = 6, 3, 4, 9
+  encoder = jrnn.stack([jrnn.lstm(H, dtype=jnp.float64), jrnn.gru(H, dtype=jnp.float64)])
+  decoder = jrnn.attention_decoder(jrnn.lstm(H, dtype=jnp.float64), jrnn.attention("general", dtype=jnp.float64), H, S)
+  pe, pd = encoder.init(jax.random.key(0), I), decoder.init(jax.random.key(1), I)
+  src = jax.random.normal(jax.random.key(2), (S, I), jnp.float64)
+  tgt = jax.random.normal(jax.random.key(3), (T, I), jnp.float64)
+  # The encoder over the whole source, and over chunks of 2, 3 and 1 steps with the carry passed on.
+  enc_carry, memory = jrnn.unroll(encoder, pe, src)
+  c, parts = None, []
+  for lo, hi in ((0, 2), (2, 5), (5, 6)):
+    c, hs = jrnn.unroll(encoder, pe, src[lo:hi], c)
+    parts.append(hs)
+  np.testing.assert_allclose(jnp.concatenate(parts), memory, rtol=1e-13)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-13), c, enc_carry)
+  # The decoder in one shot, and one token at a time through decoder.step.
+  carry = jrnn.attention_carry(decoder, pd, memory, carry=enc_carry[0])
+  final, outs = jrnn.unroll(decoder, pd, tgt, carry)
+  step = jax.jit(decoder.step)
+  for t in range(T):
+    carry, out = step(pd, carry, tgt[t])
+    np.testing.assert_allclose(out, outs[t], rtol=1e-12)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), carry, final)
