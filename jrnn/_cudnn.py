@@ -144,11 +144,16 @@ def _precision(precision):
   return jax.lax.Precision(precision)
 
 
-def _is_right_padding(mask):
-  """Whether every row of ``mask [B, T]`` is some True steps then False ones, at least one True (any array type)."""
+def _right_padded_rows(mask):
+  """Per row of ``mask [B, T]``: some True steps then False ones, at least one True (NumPy or JAX)."""
   lengths = mask.sum(axis=1)
   steps = (jnp if isinstance(mask, jax.Array) else np).arange(mask.shape[1])
-  return ((mask == (steps[None, :] < lengths[:, None])).all(axis=1) & (lengths > 0)).all()
+  return (mask == (steps[None, :] < lengths[:, None])).all(axis=1) & (lengths > 0)
+
+
+def _is_right_padding(mask):
+  """Whether every row of ``mask`` is right padding (:func:`_right_padded_rows`)."""
+  return _right_padded_rows(mask).all()
 
 
 def batch(cell, params, carry, xs, mask, options, xla_run, *, required: bool) -> tuple[Any, jax.Array]:
@@ -161,8 +166,7 @@ def batch(cell, params, carry, xs, mask, options, xla_run, *, required: bool) ->
   if mask is None or _concrete(mask) is not None:
     return _run(cell, params, carry, xs, mask, options)
   if required:
-    lengths = mask.sum(axis=1)
-    good = (mask == (jnp.arange(mask.shape[1])[None, :] < lengths[:, None])).all(axis=1) & (lengths > 0)
+    good = _right_padded_rows(mask)
     safe = mask | ~good[:, None]  # a full row for the bad ones, so that cuDNN never sees a length of 0
     carry, hs = _run(cell, params, carry, xs, safe, options)
 
