@@ -19,8 +19,10 @@ Method:
   of the grid with :func:`jrnn.apps.bench.bench_config` (the models of
   :mod:`jrnn.apps.bench_models`: cell + linear head + MSE, B=32, I=O=32; a
   forward pass, or forward + BPTT + Adam), alternating the two libraries within
-  each repeat. PyTorch is the reference the XLA flags do not touch: jrnn/torch in
-  one process cancels the machine's drift between processes.
+  each repeat. PyTorch is the reference the XLA flags do not compile (they reach
+  it only through contention for the cores): jrnn/torch in one process cancels
+  part of the machine's drift between processes, and torch's own
+  setting/baseline shows how much drift there was.
 * **Round-robin across settings.** The parent runs every setting once per round,
   for several rounds, the order rotated by one each round, so drift (other jobs
   on the cores) hits all settings alike. For each config and setting it reports
@@ -28,6 +30,10 @@ Method:
   setting/baseline = the setting's jrnn time over the baseline's jrnn time in the
   same round (and the same with each side divided by its own process's torch
   time, which also cancels drift between the two processes of a round).
+* **Disturbed processes.** A worker does the same work in every setting, so one
+  whose wall time exceeds 1.25x the median worker's ran while other jobs held
+  the cores; it is marked ``disturbed``, and the ``*_clean`` statistics use only
+  the rounds where neither the setting's nor the baseline's worker was.
 * **Crashes are results.** A worker that dies (oneDNN on the dots aborts on
   jrnn's LSTM here) is recorded with its exit status and stderr, and its setting
   is left out of the later rounds and of the summary.
@@ -40,8 +46,10 @@ Usage (from the repository root; the parent starts the workers itself)::
 
   PYTHONPATH=. python benchmarks/xla_cpu_flags.py [--quick] [--rounds 3] [--settings all|baseline,eigen1,...]
 
-writes ``benchmarks/results/xla_flags/cpu-<date>[-<tag>][-quick].json``. Nothing here
-sets a flag for anyone else: the flags live only in the workers' environment.
+writes ``benchmarks/results/xla_flags/cpu-<date>[-<tag>][-quick].json``. To time a fixed jrnn while the tree is
+being edited, put a copy first on the path (``git archive HEAD jrnn | tar -x -C DIR``, ``PYTHONPATH=DIR``); the
+environment records which jrnn was imported and whether its files are HEAD's. Nothing here sets a flag for anyone
+else: the flags live only in the workers' environment.
 """
 
 from __future__ import annotations
