@@ -243,9 +243,8 @@ def sample_decode(
     raise ValueError(f"{fn_name}: sampling with temperature {temperature} needs a key.")
   keys = jax.random.split(key, L) if key is not None else jnp.zeros((L,), jnp.int32)
 
-  def body(carry, inputs):
+  def body(carry, k):
     state, token, done, log_prob, length = carry
-    k, _ = inputs
     state, logits = step_fn(state, token)
     logits = logits.astype(jnp.float32)
     if greedy:
@@ -262,5 +261,5 @@ def sample_decode(
     return (state, new, done | (new == eos), log_prob, length), new
 
   init = (state, jnp.int32(bos), jnp.bool_(False), jnp.float32(0.0), jnp.int32(0))
-  (_, _, _, log_prob, length), tokens = jax.lax.scan(body, init, (keys, jnp.arange(L)))
+  (_, _, _, log_prob, length), tokens = jax.lax.scan(body, init, keys)
   return SampleResult(tokens, length, log_prob)
