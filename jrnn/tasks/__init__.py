@@ -5,15 +5,17 @@
 * :func:`copy`: the copy/memory task (many-to-many classification).
 * :mod:`chars`: character-level language modelling on ``pydoc_data.topics``.
 * :mod:`sunspots`: yearly sunspots, one-step forecasting (needs statsmodels).
+* :mod:`transduction`: sequence to sequence: dates to ISO form, string reversal.
 
 ``dogs``, ``adding`` and ``copy`` are functions defined in private modules
 (``_dogs.py`` ...) and re-exported here, so ``jrnn.tasks.copy`` is the
-function and no submodule of the same name shadows it; ``chars`` and
-``sunspots`` are public submodules.
+function and no submodule of the same name shadows it; ``chars``,
+``sunspots`` and ``transduction`` are public submodules.
 """
 
 from jrnn.tasks import chars as chars
 from jrnn.tasks import sunspots as sunspots
+from jrnn.tasks import transduction as transduction
 from jrnn.tasks._adding import AddingData as AddingData
 from jrnn.tasks._adding import adding as adding
 from jrnn.tasks._adding import adding_baseline as adding_baseline
@@ -42,4 +44,5 @@ __all__ = (
   "copy_baseline",
   "dogs",
   "sunspots",
+  "transduction",
 )
