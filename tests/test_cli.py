@@ -75,6 +75,19 @@ def test_resume_from_the_command_line_is_bit_identical(adding_run, tmp_path, cap
     assert json.load(f)["step"] == list(range(6))  # the resumed run's history includes the first part
 
 
+def test_reverse_trains_the_plain_encoder_decoder_and_reports_longer_strings(tmp_path, capsys):
+  d = str(tmp_path / "reverse")
+  argv = ["train", "--task", "reverse", "--attention", "none", "--hidden", "8", "--batch", "8", "--seq-len", "5"]
+  assert cli.main(argv + ["--steps", "3", "--eval-every", "3", "--checkpoint-dir", d, "--no-progress"]) == 0
+  out = capsys.readouterr().out
+  assert "final test_loss" in out and "exact_match_longer" in out and "position-wise unigram" in out
+  with open(os.path.join(d, "history.json")) as f:
+    history = json.load(f)
+  assert history["config"]["attention"] == "none" and history["config"]["seq_len"] == 5
+  # the params are the plain encoder-decoder's: the decoder is a GRU, with no attention params
+  assert type(_params(d).params.decoder).__name__ == "GRUParams"
+
+
 def test_chars_train_then_generate(tmp_path, capsys):
   d = str(tmp_path / "chars")
   assert (
@@ -134,6 +147,8 @@ def _bad(argv, capsys, match):
     (["fly"], "invalid choice: 'fly'"),
     (["train", "--task", "adding", "--seed", "-1"], "--seed must be a non-negative integer"),
     (["train", "--task", "chars", "--batch", "1000000"], "too few for 1000000 streams"),
+    (["train", "--task", "adding", "--attention", "dot"], "--attention applies to the encoder-decoder tasks"),
+    (["train", "--task", "dates", "--cell", "elman"], "--task dates runs --cell gru or lstm"),
   ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, match, capsys):

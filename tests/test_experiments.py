@@ -18,6 +18,8 @@ TINY = {
   "copy": dict(hidden=16, batch=16, seq_len=3, lr=0.01),
   "chars": dict(hidden=32, batch=8, seq_len=16, lr=0.01),
   "sunspots": dict(hidden=8, batch=16, seq_len=10, lr=0.01),
+  "dates": dict(hidden=16, batch=32, lr=0.01),
+  "reverse": dict(hidden=16, batch=32, seq_len=5, lr=0.01, attention="dot"),
 }
 
 
@@ -73,6 +75,14 @@ def test_resolve_rejects_impossible_configs():
   with pytest.raises(experiments.ConfigError, match="dogs task .* --seq-len 3"):
     experiments.resolve({"task": "dogs", "seq_len": 4})
   assert experiments.resolve({"task": "adding"})["seq_len"] == 100  # the published length by default
+  with pytest.raises(experiments.ConfigError, match="--attention applies to the encoder-decoder tasks"):
+    experiments.resolve({"task": "adding", "attention": "dot"})
+  with pytest.raises(experiments.ConfigError, match="--attention must be one of"):
+    experiments.resolve({"task": "dates", "attention": "multihead"})
+  with pytest.raises(experiments.ConfigError, match="--task dates runs --cell gru or lstm"):
+    experiments.build(experiments.resolve({"task": "dates", "cell": "elman"}), jax.random.key(0))
+  with pytest.raises(experiments.ConfigError, match="--seq-len of at least 4"):
+    experiments.build(experiments.resolve({"task": "reverse", "seq_len": 3}), jax.random.key(0))
 
 
 def test_sunspots_data_errors_become_config_errors(monkeypatch):

@@ -7,6 +7,7 @@
   jrnn train --task chars --steps 4000 --checkpoint-dir runs/chars --resume
   jrnn train --task copy --seq-len 1000 --remat sqrt --vjp fused   # how the scan runs
   jrnn train --task chars --precision highest           # float32 matmuls on TPU
+  jrnn train --task dates --attention none              # the plain encoder-decoder, for comparison
   jrnn generate --checkpoint-dir runs/chars --prime "def " --length 300 --temperature 0.8
 
   # one process per host (or two on one machine); the same command in each, but the id
@@ -65,6 +66,7 @@ _CONFIG_FLAGS = (
   "vjp",
   "precision",
   "kernel",
+  "attention",
 )
 
 
@@ -106,7 +108,13 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument(
     "--seq-len",
     type=int,
-    help="sequence length (adding: T; copy: blanks T; chars: TBPTT window; sunspots: window of years)",
+    help="sequence length (adding: T; copy: blanks T; chars: TBPTT window; sunspots: window of years; "
+    "reverse: the longest training string)",
+  )
+  t.add_argument(
+    "--attention",
+    choices=("none", "additive", "dot", "general"),
+    help="dates, reverse: the decoder's attention (default additive; none: the plain encoder-decoder)",
   )
   t.add_argument("--clip-norm", type=float, help="clip gradients to this global norm")
   t.add_argument("--seed", type=int, help="seed of the initial params and the data (default 0)")

@@ -21,7 +21,14 @@ adding     many-to-one   ``B`` fresh sequences of length T      test MSE vs pred
 copy       many-to-many  ``B`` fresh sequences, T blanks        test CE vs memoryless
 chars      many-to-many  window ``i`` of ``B`` streams (TBPTT)  valid CE vs bigram
 sunspots   many-to-one   ``B`` random training windows          test MSE vs persistence
+dates      seq2seq       ``B`` random (date, ISO date) pairs    test CE vs no-source
+reverse    seq2seq       ``B`` random (string, reverse) pairs   test CE vs no-source
 =========  ============  =====================================  ======================
+
+``dates`` and ``reverse`` train the encoder-decoder of :mod:`jrnn.apps.seq2seq`
+(``--attention none`` for the plain one) on :mod:`jrnn.tasks.transduction`'s
+pairs and report the greedy decodings' exact-match accuracy too; reverse's
+``_longer`` metrics are on strings longer than any seen in training.
 
 In a multi-process run each process builds the experiment with ``rows``, its
 share of the global batch (:func:`jrnn.distributed.process_rows`): ``batch_fn``
@@ -56,7 +63,7 @@ from jrnn.tasks import dogs as dogs_data
 from jrnn.tasks import sunspots as sunspots_task
 
 CELLS = {"elman": jrnn.elman, "gru": jrnn.gru, "lstm": jrnn.lstm}
-TASKS = ("dogs", "adding", "copy", "chars", "sunspots")
+TASKS = ("dogs", "adding", "copy", "chars", "sunspots", "dates", "reverse")
 
 # How the sequence runs (jrnn.unroll's options), the same default for every task. A config saved before
 # these keys existed resolves to these defaults, i.e. the behaviour it was trained with.
@@ -94,7 +101,34 @@ DEFAULTS = {
   "sunspots": dict(
     cell="lstm", hidden=32, steps=600, batch=32, lr=0.003, optimizer="adam", seq_len=20, clip_norm=1.0, eval_every=100
   ),
+  # seq_len: dates, unused (the formats fix it); reverse, the longest training string (tests go to twice it)
+  "dates": dict(
+    cell="gru",
+    hidden=64,
+    steps=1000,
+    batch=64,
+    lr=0.003,
+    optimizer="adam",
+    seq_len=29,
+    clip_norm=1.0,
+    eval_every=200,
+    attention="additive",
+  ),
+  "reverse": dict(
+    cell="gru",
+    hidden=64,
+    steps=2000,
+    batch=64,
+    lr=0.003,
+    optimizer="adam",
+    seq_len=12,
+    clip_norm=1.0,
+    eval_every=250,
+    attention="additive",
+  ),
 }
+SEQ2SEQ_TASKS = ("dates", "reverse")  # encoder-decoders (jrnn.apps.seq2seq); --attention applies to these
+ATTENTIONS = ("none", "additive", "dot", "general")
 
 
 ModelParams = jrnn.ModelParams  # the cell's and the head's params
@@ -166,6 +200,10 @@ def resolve(config: dict) -> dict:
   remat = out["remat"]
   if not (remat in REMATS or (isinstance(remat, int) and not isinstance(remat, bool) and remat >= 1)):
     raise ConfigError(f"--remat must be none, step, sqrt or a positive integer (chunk length), got {remat!r}.")
+  if task in SEQ2SEQ_TASKS and out["attention"] not in ATTENTIONS:
+    raise ConfigError(f"--attention must be one of {', '.join(ATTENTIONS)}; got {out['attention']!r}.")
+  if task not in SEQ2SEQ_TASKS and out.get("attention") is not None:
+    raise ConfigError(f"--attention applies to the encoder-decoder tasks ({', '.join(SEQ2SEQ_TASKS)}), not {task}.")
   if task == "dogs" and (out["seq_len"] != 3 or out["batch"] != 1):
     raise ConfigError("the dogs task is the one sequence d-o-g: it needs --seq-len 3 and --batch 1.")
   if task == "adding" and out["seq_len"] < 2:
@@ -419,7 +457,24 @@ def _sunspots(config, key, rows):
   )
 
 
-_BUILDERS = {"dogs": _dogs, "adding": _adding, "copy": _copy, "chars": _chars, "sunspots": _sunspots}
+def _seq2seq(task):
+  def builder(config, key, rows):
+    from jrnn.apps import seq2seq  # it builds on this module
+
+    return seq2seq.experiment(task, config, key, rows)
+
+  return builder
+
+
+_BUILDERS = {
+  "dogs": _dogs,
+  "adding": _adding,
+  "copy": _copy,
+  "chars": _chars,
+  "sunspots": _sunspots,
+  "dates": _seq2seq("dates"),
+  "reverse": _seq2seq("reverse"),
+}
 
 
 def build(config: dict, key: jax.Array, *, rows: slice | None = None) -> Experiment:
