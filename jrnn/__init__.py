@@ -11,6 +11,7 @@ benchmark harness live in :mod:`jrnn.apps`, which ``import jrnn`` never loads.
 from jrnn import bptt as bptt
 from jrnn import diagnostics as diagnostics
 from jrnn import distributed as distributed
+from jrnn import export as export
 from jrnn import interop as interop
 from jrnn import losses as losses
 from jrnn import sharding as sharding
@@ -149,6 +150,7 @@ __all__ = (
   "cudnn_available",
   "diagnostics",
   "distributed",
+  "export",
   "dropout",
   "elman",
   "embedding",
