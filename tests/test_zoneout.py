@@ -96,6 +96,34 @@ def test_deterministic_is_the_expectation_and_needs_no_key(name, x64):
   assert np.isnan(final.key).all()  # passed through unchanged
 
 
+@pytest.mark.parametrize("name", sorted(jrnn.CELLS))
+def test_every_cell_of_the_registry_against_a_loop_over_its_own_step(name):
+  """Any kind (affine, linear, projected): the run equals the inner cell's step mixed with the same masks."""
+  inner = jrnn.CELLS[name](4)
+  cell = jrnn.zoneout(inner, RATE_C, RATE_H)
+  params = cell.init(jax.random.key(0), 3)
+  xs = jax.random.normal(jax.random.key(1), (6, 3))
+  carry = jrnn.zoneout_carry(cell, params, jax.random.key(2))
+  final, hs = jrnn.unroll(cell, params, xs, carry)
+  _, masks = jrnn.zoneout_masks(carry, 6, RATE_C, RATE_H)
+
+  @jax.jit
+  def reference_step(c, x, d):
+    new, _ = inner.step(params, c, x)
+    c = jax.tree_util.tree_map(jnp.where, d, c, new)
+    return c, inner.kind.readout(params, c, inner.kind.project(params, x))
+
+  c, outs = carry.inner, []
+  for t in range(6):
+    c, h = reference_step(c, xs[t], jax.tree_util.tree_map(lambda m, t=t: m[t], masks))
+    outs.append(h)
+  # float32, summed in another order (the layer norms divide by small spreads): 1e-5
+  np.testing.assert_allclose(hs, jnp.stack(outs), rtol=1e-5, atol=1e-5)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), final.inner, c)
+  expected_kind = jrnn.AffineRecurrence if isinstance(inner.kind, jrnn.AffineRecurrence) else jrnn.Projected
+  assert isinstance(cell.kind, expected_kind)
+
+
 def test_rate_zero_is_the_wrapped_cell_exactly():
   cell, params, xs, _ = _setup("lstm")
   bare = jrnn.lstm(5)
@@ -172,6 +200,9 @@ def test_a_batch_run_uses_each_rows_own_masks():
     _, expected = _reference("lstm", params, row.inner, xs[b], masks, _rates("lstm"))
     np.testing.assert_allclose(hs[b], expected, rtol=1e-5, atol=1e-6)
   assert not np.allclose(hs[0], hs[1]) and not np.allclose(hs[1], hs[2])
+  # a user's jax.vmap of unroll over the rows is the same run
+  _, vmapped = jax.vmap(lambda x, c: jrnn.unroll(cell, params, x, c))(xs, carry)
+  np.testing.assert_allclose(vmapped, hs, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
