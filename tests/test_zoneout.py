@@ -64,7 +64,7 @@ def _rates(name):
   return (RATE_H, RATE_C) if name == "lstm" else (RATE_H,)  # LSTMCarry is (h, c); elman and gru carry h
 
 
-@pytest.mark.parametrize("name, jit", [("elman", False), ("gru", False), ("lstm", False), ("lstm", True)])
+@pytest.mark.parametrize("name, jit", [("elman", False), ("gru", False), ("lstm", True)])
 def test_training_run_matches_a_numpy_loop_with_the_same_masks(name, jit, x64):
   cell, params, xs, carry = _setup(name, dtype=jnp.float64)
   run = jax.jit(jrnn.unroll, static_argnums=0) if jit else jrnn.unroll
@@ -82,7 +82,7 @@ def test_training_run_matches_a_numpy_loop_with_the_same_masks(name, jit, x64):
   np.testing.assert_array_equal(final.key, key_after)  # the carry's key is the one zoneout_masks reaches
 
 
-@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("name", ["lstm"])  # both rates; elman and gru's one-array carry: the training test
 def test_deterministic_is_the_expectation_and_needs_no_key(name, x64):
   factory = CELLS[name][0]
   cell = jrnn.zoneout(factory(5, dtype=jnp.float64), RATE_C, RATE_H, deterministic=True)
@@ -96,9 +96,9 @@ def test_deterministic_is_the_expectation_and_needs_no_key(name, x64):
   assert np.isnan(final.key).all()  # passed through unchanged
 
 
-@pytest.mark.parametrize("name", sorted(jrnn.CELLS))
-def test_every_cell_of_the_registry_against_a_loop_over_its_own_step(name):
-  """Any kind (affine, linear, projected): the run equals the inner cell's step mixed with the same masks."""
+@pytest.mark.parametrize("name", ["lru", "lstmp", "min_gru"])  # elman, gru, lstm: above
+def test_cells_of_other_kinds_against_a_loop_over_their_own_step(name):
+  """Projected and linear cells (the LRU's carry is complex): the inner step mixed with the same masks."""
   inner = jrnn.CELLS[name](4)
   cell = jrnn.zoneout(inner, RATE_C, RATE_H)
   params = cell.init(jax.random.key(0), 3)
@@ -138,7 +138,7 @@ def test_rate_zero_is_the_wrapped_cell_exactly():
 
 def test_the_measured_keep_probability_is_the_rate():
   """In a real run a zoned-out unit equals its previous value exactly; count them over a large draw."""
-  H, T = 256, 40
+  H, T = 256, 20
   cell = jrnn.zoneout(jrnn.lstm(H), 0.3, 0.1)
   params = cell.init(jax.random.key(0), 4)
   xs = jax.random.normal(jax.random.key(1), (T, 4))
@@ -175,11 +175,6 @@ def test_masks_are_fresh_per_step_per_sequence_and_per_layer():
   keys = jax.random.split(jax.random.key(3), B)
   per_key = jax.vmap(lambda k: jrnn.zoneout_carry(cell, params, k).key)(keys)
   assert len({np.asarray(k).tobytes() for k in per_key}) == B
-  # the same key, the same masks
-  again = jax.vmap(lambda c: jrnn.zoneout_masks(c, T, 0.5)[1])(
-    jrnn.zoneout_carry(cell, params, jax.random.key(2), batch=B)
-  )
-  np.testing.assert_array_equal(rows, again)
   # every zoneout layer of a stack has its own key
   deep = jrnn.stack([cell, cell, jrnn.bidirectional(cell)])
   leaves = jax.tree_util.tree_leaves(
@@ -218,8 +213,7 @@ def test_masked_steps_keep_the_whole_carry_and_reverse_draws_in_scan_order(rever
   np.testing.assert_array_equal(final.key, key_after)  # the key advanced at the real steps only
 
 
-@pytest.mark.parametrize("options", [{"remat": "step"}, {"remat": 3}, {"projection": "hoisted"}, {"vjp": "fused"}])
-def test_options_give_the_same_run_and_gradients(options):
+def test_options_give_the_same_run_and_gradients():
   cell, params, xs, carry = _setup("lstm")
 
   def loss(params, xs, **kw):
@@ -227,14 +221,14 @@ def test_options_give_the_same_run_and_gradients(options):
     return jnp.sum(hs**2) + jnp.sum(final.inner.c)
 
   expected, grads = jax.value_and_grad(loss, (0, 1))(params, xs)
-  got, got_grads = jax.jit(jax.value_and_grad(lambda p, x: loss(p, x, **options), (0, 1)))(params, xs)
-  np.testing.assert_allclose(got, expected, rtol=1e-5)
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got_grads, grads)
+  for options in ({"remat": 3}, {"projection": "hoisted"}, {"vjp": "fused"}):
+    got, got_grads = jax.jit(jax.value_and_grad(lambda p, x, o=options: loss(p, x, **o), (0, 1)))(params, xs)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got_grads, grads)
 
 
-@pytest.mark.parametrize("name", ["gru", "lstm"])
-def test_gradients_match_finite_differences_with_fixed_masks(name, x64):
-  cell, params, xs, carry = _setup(name, hidden=3, inputs=2, T=5, dtype=jnp.float64)
+def test_gradients_match_finite_differences_with_fixed_masks(x64):
+  cell, params, xs, carry = _setup("lstm", hidden=3, inputs=2, T=5, dtype=jnp.float64)
   mask = jnp.asarray([True, True, False, True, True])
 
   def loss(params, xs, inner):
