@@ -88,6 +88,10 @@ from jrnn._registry import WRAPPERS as WRAPPERS
 from jrnn._stack import stack as stack
 from jrnn._unroll import unroll as unroll
 from jrnn._unroll import unroll_batch as unroll_batch
+from jrnn._zoneout import ZoneoutCarry as ZoneoutCarry
+from jrnn._zoneout import zoneout as zoneout
+from jrnn._zoneout import zoneout_carry as zoneout_carry
+from jrnn._zoneout import zoneout_masks as zoneout_masks
 
 __version__ = "0.1.0"
 
@@ -139,6 +143,7 @@ __all__ = (
   "SequenceLayer",
   "Stepwise",
   "TiedParams",
+  "ZoneoutCarry",
   "attend",
   "attention",
   "attention_carry",
@@ -182,4 +187,7 @@ __all__ = (
   "unroll_batch",
   "weight_drop",
   "which_kernel",
+  "zoneout",
+  "zoneout_carry",
+  "zoneout_masks",
 )

@@ -292,7 +292,19 @@ def leading(m: jax.Array, x: jax.Array) -> jax.Array:
   return jnp.reshape(m, jnp.shape(m) + (1,) * (jnp.ndim(x) - jnp.ndim(m)))
 
 
-def affine(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
-  """``x @ w + b`` for ``x: [..., in]``, broadcasting ``b`` explicitly."""
-  y = x @ w
+def matmul(x: jax.Array, w: jax.Array, compute_dtype: Any = None) -> jax.Array:
+  """``x @ w``; with a ``compute_dtype``, of ``x`` and ``w`` cast to it, accumulated in ``w``'s dtype.
+
+  The mixed-precision product (Micikevicius et al. 2018): bfloat16 inputs, a
+  float32 sum and result (``preferred_element_type``), as tensor cores run it.
+  ``None`` (or ``w``'s own dtype) is the plain ``x @ w``.
+  """
+  if compute_dtype is None or jnp.dtype(compute_dtype) == w.dtype:
+    return x @ w
+  return jnp.matmul(x.astype(compute_dtype), w.astype(compute_dtype), preferred_element_type=w.dtype)
+
+
+def affine(x: jax.Array, w: jax.Array, b: jax.Array, compute_dtype: Any = None) -> jax.Array:
+  """``x @ w + b`` for ``x: [..., in]``, broadcasting ``b`` explicitly; the product as in :func:`matmul`."""
+  y = matmul(x, w, compute_dtype)
   return y + trailing(b, y)

@@ -30,6 +30,25 @@ def positive_int(value: Any, what: str, fn_name: str, minimum: int = 1) -> int:
   return value
 
 
+def compute_dtype(value: Any, fn_name: str, params_dtype: Any) -> Any:
+  """``value`` as a floating NumPy dtype, or None for None or ``params_dtype`` itself (nothing to cast).
+
+  A TypeError naming ``fn_name: compute_dtype`` for anything else.
+  """
+  if value is None:
+    return None
+  try:
+    dtype = jnp.dtype(value)
+  except TypeError:
+    dtype = None
+  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(
+      f"{fn_name}: compute_dtype must be None or a floating dtype (jnp.bfloat16, jnp.float16, jnp.float32), "
+      f"got {value!r}."
+    )
+  return None if dtype == jnp.dtype(params_dtype) else dtype
+
+
 def params_dtype(params: Any) -> jnp.dtype:
   """The floating dtype of a parameter pytree (that of its first leaf)."""
   leaves = jax.tree_util.tree_leaves(params)

@@ -35,6 +35,7 @@ def elman(
   activation: str | Callable[[jax.Array], jax.Array] = "tanh",
   init: str = "default",
   dtype=jnp.float32,
+  compute_dtype=None,
 ) -> _cell.Cell:
   """The Elman (simple) recurrent cell.
 
@@ -53,7 +54,18 @@ def elman(
     init: ``"default"`` (Glorot-uniform ``W_x``, orthogonal ``W_s``, zero
       ``b``) or ``"identity"`` (IRNN: ``W_s = I``, ``b = 0``, ``W_x`` from
       N(0, 0.001²); meant for ``activation="relu"``).
-    dtype: dtype of the parameters (and so of the computation).
+    dtype: dtype of the parameters (and of the computation, unless
+      ``compute_dtype`` says otherwise).
+    compute_dtype: dtype of the matrix products' inputs and of the state;
+      ``None`` (default) for ``dtype``: then nothing is cast. With
+      ``dtype=float32, compute_dtype=bfloat16`` (mixed precision,
+      Micikevicius et al. 2018; Flax's ``param_dtype``/``dtype``), ``x_t``,
+      ``s_{t-1}``, ``W_x`` and ``W_s`` are cast to bfloat16 for the products,
+      which accumulate in float32 (``preferred_element_type``); the bias and
+      ``φ`` run in float32, and ``s_t`` is rounded to bfloat16 once, when
+      stored (it is recomputed from scratch every step, so nothing
+      integrates its rounding). The carry and the outputs are then bfloat16,
+      the params' gradients float32.
 
   Returns:
     A :class:`jrnn.Cell` whose params are :class:`ElmanParams`.
@@ -72,9 +84,13 @@ def elman(
     Elman, "Finding structure in time", Cognitive Science 14 (1990).
     Le, Jaitly & Hinton, "A simple way to initialize recurrent networks of
     rectified linear units", arXiv:1504.00941 (2015).
+    Micikevicius et al., "Mixed precision training", ICLR (2018).
   """
   name = "jrnn.elman"
   hidden_size = _checks.positive_int(hidden_size, "hidden_size", name)
+  compute_dtype = _checks.compute_dtype(compute_dtype, name, dtype)
+  if compute_dtype is not None:
+    name = f"jrnn.elman(compute_dtype={compute_dtype.name})"
   if isinstance(activation, str):
     if activation not in _ACTIVATIONS:
       raise ValueError(f"{name}: activation must be one of {sorted(_ACTIVATIONS)} or a callable, got {activation!r}.")
@@ -100,16 +116,17 @@ def elman(
     )
 
   def initial_carry(params):
-    return jnp.zeros((hidden_size,), _cell.params_dtype(params))
+    return jnp.zeros((hidden_size,), _cell.params_dtype(params) if compute_dtype is None else compute_dtype)
 
   def project(params, xs):
-    return _cell.affine(xs, params.wx, params.b)
+    return _cell.affine(xs, params.wx, params.b, compute_dtype)
 
   def recurrent(params, s):
-    return s @ params.wh
+    return _cell.matmul(s, params.wh, compute_dtype)
 
   def update(s, p, q):
-    return phi(p + q)
+    s = phi(p + q)
+    return s if compute_dtype is None else s.astype(compute_dtype)
 
   kind = _cell.AffineRecurrence(project=project, recurrent=recurrent, update=update, output=lambda s: s)
   return _cell.make_cell(kind, name=name, hidden_size=hidden_size, init=init_fn, initial_carry=initial_carry)

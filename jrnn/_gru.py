@@ -30,7 +30,7 @@ class GRUParams(NamedTuple):
   bhn: jax.Array
 
 
-def gru(hidden_size: int, *, dtype=jnp.float32) -> _cell.Cell:
+def gru(hidden_size: int, *, dtype=jnp.float32, compute_dtype=None) -> _cell.Cell:
   """The GRU cell, gate order r, z, n (PyTorch's ``nn.GRU`` and cuDNN).
 
   .. math::
@@ -44,9 +44,22 @@ def gru(hidden_size: int, *, dtype=jnp.float32) -> _cell.Cell:
   form, also PyTorch's and Flax's), not ``h`` before it as in Cho et al.
   The carry is ``h_t``, ``[hidden_size]``.
 
+  **Mixed precision** (Micikevicius et al. 2018), in the manner of Flax's
+  ``param_dtype``/``dtype``: ``dtype`` is the params' (storage) dtype,
+  ``compute_dtype`` that of the matrix products. With ``dtype=float32,
+  compute_dtype=bfloat16``, ``x_t``, ``h_{t-1}``, ``W_x`` and ``W_h`` are cast
+  to bfloat16 for the two products, which accumulate in float32
+  (``preferred_element_type``); the biases, the gates and the state ``h``
+  stay float32: ``h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}`` integrates over time
+  as the LSTM's cell state does, and bfloat16's 8-bit mantissa would lose
+  small updates. So the carry and the outputs are float32 (the params'
+  dtype), and the params' gradients float32.
+
   Args:
     hidden_size: size of ``h_t``.
-    dtype: dtype of the parameters.
+    dtype: dtype of the parameters (and of ``h``).
+    compute_dtype: dtype of the matrix products' inputs; ``None`` (default)
+      for ``dtype``: then nothing is cast.
 
   Returns:
     A :class:`jrnn.Cell` whose params are :class:`GRUParams`.
@@ -54,9 +67,13 @@ def gru(hidden_size: int, *, dtype=jnp.float32) -> _cell.Cell:
   References:
     Cho et al., "Learning phrase representations using RNN encoder-decoder for
     statistical machine translation", EMNLP (2014).
+    Micikevicius et al., "Mixed precision training", ICLR (2018).
   """
   name = "jrnn.gru"
   hidden_size = _checks.positive_int(hidden_size, "hidden_size", name)
+  compute_dtype = _checks.compute_dtype(compute_dtype, name, dtype)
+  if compute_dtype is not None:
+    name = f"jrnn.gru(compute_dtype={compute_dtype.name})"
   H = hidden_size
 
   def init_fn(key, input_size):
@@ -73,11 +90,11 @@ def gru(hidden_size: int, *, dtype=jnp.float32) -> _cell.Cell:
     return jnp.zeros((H,), _cell.params_dtype(params))
 
   def project(params, xs):
-    return _cell.affine(xs, params.wx, params.b)
+    return _cell.affine(xs, params.wx, params.b, compute_dtype)
 
   def recurrent(params, h):
     # [r | z | n] blocks; b_hn joins the n block (inside the reset gate), + 0 elsewhere.
-    return _cell.affine(h, params.wh, jnp.pad(params.bhn, (2 * H, 0)))
+    return _cell.affine(h, params.wh, jnp.pad(params.bhn, (2 * H, 0)), compute_dtype)
 
   def update(h, p, q):
     r = jax.nn.sigmoid(p[..., :H] + q[..., :H])

@@ -86,7 +86,9 @@ class LayerNormGRUParams(NamedTuple):
   bhn: jax.Array
 
 
-def layer_norm_lstm(hidden_size: int, *, eps: float = 1e-5, forget_bias: float = 1.0, dtype=jnp.float32) -> _cell.Cell:
+def layer_norm_lstm(
+  hidden_size: int, *, eps: float = 1e-5, forget_bias: float = 1.0, dtype=jnp.float32, compute_dtype=None
+) -> _cell.Cell:
   r"""The layer-normalised LSTM (Ba, Kiros & Hinton, 2016), gate order i, f, g, o.
 
   .. math::
@@ -106,7 +108,15 @@ def layer_norm_lstm(hidden_size: int, *, eps: float = 1e-5, forget_bias: float =
     hidden_size: size of ``h_t`` and ``c_t``.
     eps: added to the variance in each normalisation.
     forget_bias: initial value of the forget gate's bias.
-    dtype: dtype of the parameters.
+    dtype: dtype of the parameters (and of ``c``).
+    compute_dtype: dtype of the matrix products' inputs and of ``h``;
+      ``None`` (default) for ``dtype``: then nothing is cast. As in
+      :func:`jrnn.lstm` (mixed precision): with ``dtype=float32,
+      compute_dtype=bfloat16`` the products take bfloat16 inputs and
+      accumulate in float32, and every normalisation's statistics (its
+      reductions), the gates and ``c`` are float32; ``h_t`` is rounded to
+      bfloat16 when stored. The carry is ``LSTMCarry(h: bfloat16, c:
+      float32)``, the outputs bfloat16, the params' gradients float32.
 
   Returns:
     A :class:`jrnn.Cell` whose params are :class:`LayerNormLSTMParams`.
@@ -128,9 +138,13 @@ def layer_norm_lstm(hidden_size: int, *, eps: float = 1e-5, forget_bias: float =
   References:
     Ba, Kiros & Hinton, "Layer normalization", arXiv:1607.06450 (2016),
     section 3.1 and the supplementary material's LSTM equations.
+    Micikevicius et al., "Mixed precision training", ICLR (2018).
   """
   name = "jrnn.layer_norm_lstm"
   hidden_size = _checks.positive_int(hidden_size, "hidden_size", name)
+  compute_dtype = _checks.compute_dtype(compute_dtype, name, dtype)
+  if compute_dtype is not None:
+    name = f"jrnn.layer_norm_lstm(compute_dtype={compute_dtype.name})"
   H = hidden_size
 
   def init_fn(key, input_size):
@@ -148,19 +162,21 @@ def layer_norm_lstm(hidden_size: int, *, eps: float = 1e-5, forget_bias: float =
 
   def initial_carry(params):
     dtype = _cell.params_dtype(params)
-    return _lstm.LSTMCarry(jnp.zeros((H,), dtype), jnp.zeros((H,), dtype))
+    return _lstm.LSTMCarry(jnp.zeros((H,), dtype if compute_dtype is None else compute_dtype), jnp.zeros((H,), dtype))
 
   def project(params, xs):
-    return layer_norm(xs @ params.wx, params.gx, params.b, eps)
+    return layer_norm(_cell.matmul(xs, params.wx, compute_dtype), params.gx, params.b, eps)
 
   def recur(params, carry, p):
-    gates = p + layer_norm(carry.h @ params.wh, params.gh, jnp.zeros_like(params.gh), eps)
+    q = _cell.matmul(carry.h, params.wh, compute_dtype)
+    gates = p + layer_norm(q, params.gh, jnp.zeros_like(params.gh), eps)
     i = jax.nn.sigmoid(gates[..., :H])
     f = jax.nn.sigmoid(gates[..., H : 2 * H])
     g = jnp.tanh(gates[..., 2 * H : 3 * H])
     o = jax.nn.sigmoid(gates[..., 3 * H :])
     c = f * carry.c + i * g
-    return _lstm.LSTMCarry(o * jnp.tanh(layer_norm(c, params.gc, params.bc, eps)), c)
+    h = o * jnp.tanh(layer_norm(c, params.gc, params.bc, eps))
+    return _lstm.LSTMCarry(h if compute_dtype is None else h.astype(compute_dtype), c)
 
   def readout(params, carry, p):
     del params, p
@@ -170,7 +186,7 @@ def layer_norm_lstm(hidden_size: int, *, eps: float = 1e-5, forget_bias: float =
   return _cell.make_cell(kind, name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry)
 
 
-def layer_norm_gru(hidden_size: int, *, eps: float = 1e-5, dtype=jnp.float32) -> _cell.Cell:
+def layer_norm_gru(hidden_size: int, *, eps: float = 1e-5, dtype=jnp.float32, compute_dtype=None) -> _cell.Cell:
   r"""The layer-normalised GRU (Ba, Kiros & Hinton, 2016), gate order r, z, n.
 
   .. math::
@@ -193,7 +209,13 @@ def layer_norm_gru(hidden_size: int, *, eps: float = 1e-5, dtype=jnp.float32) ->
   Args:
     hidden_size: size of ``h_t``.
     eps: added to the variance in each normalisation.
-    dtype: dtype of the parameters.
+    dtype: dtype of the parameters (and of ``h``).
+    compute_dtype: dtype of the matrix products' inputs; ``None`` (default)
+      for ``dtype``: then nothing is cast. As in :func:`jrnn.gru` (mixed
+      precision): with ``dtype=float32, compute_dtype=bfloat16`` the products
+      take bfloat16 inputs and accumulate in float32; the normalisations'
+      statistics, the gates and the state ``h`` are float32, so the carry,
+      the outputs and the params' gradients are float32.
 
   Returns:
     A :class:`jrnn.Cell` whose params are :class:`LayerNormGRUParams`.
@@ -215,9 +237,13 @@ def layer_norm_gru(hidden_size: int, *, eps: float = 1e-5, dtype=jnp.float32) ->
     Ba, Kiros & Hinton, "Layer normalization", arXiv:1607.06450 (2016), section 3.1.
     Cho et al., "Learning phrase representations using RNN encoder-decoder for
     statistical machine translation", EMNLP (2014).
+    Micikevicius et al., "Mixed precision training", ICLR (2018).
   """
   name = "jrnn.layer_norm_gru"
   hidden_size = _checks.positive_int(hidden_size, "hidden_size", name)
+  compute_dtype = _checks.compute_dtype(compute_dtype, name, dtype)
+  if compute_dtype is not None:
+    name = f"jrnn.layer_norm_gru(compute_dtype={compute_dtype.name})"
   H = hidden_size
 
   def init_fn(key, input_size):
@@ -236,10 +262,10 @@ def layer_norm_gru(hidden_size: int, *, eps: float = 1e-5, dtype=jnp.float32) ->
     return jnp.zeros((H,), _cell.params_dtype(params))
 
   def project(params, xs):
-    return layer_norm(xs @ params.wx, params.gx, params.b, eps)
+    return layer_norm(_cell.matmul(xs, params.wx, compute_dtype), params.gx, params.b, eps)
 
   def recur(params, h, p):
-    q = layer_norm(h @ params.wh, params.gh, jnp.pad(params.bhn, (2 * H, 0)), eps)
+    q = layer_norm(_cell.matmul(h, params.wh, compute_dtype), params.gh, jnp.pad(params.bhn, (2 * H, 0)), eps)
     r = jax.nn.sigmoid(p[..., :H] + q[..., :H])
     z = jax.nn.sigmoid(p[..., H : 2 * H] + q[..., H : 2 * H])
     n = jnp.tanh(p[..., 2 * H :] + r * q[..., 2 * H :])

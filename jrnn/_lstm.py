@@ -33,7 +33,7 @@ class LSTMCarry(NamedTuple):
   c: jax.Array
 
 
-def lstm(hidden_size: int, *, forget_bias: float = 1.0, dtype=jnp.float32) -> _cell.Cell:
+def lstm(hidden_size: int, *, forget_bias: float = 1.0, dtype=jnp.float32, compute_dtype=None) -> _cell.Cell:
   """The LSTM cell, gate order i, f, g, o (PyTorch's ``nn.LSTM``).
 
   .. math::
@@ -47,10 +47,25 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, dtype=jnp.float32) -> _c
   in the step, so the params mean exactly what PyTorch's mean.
   The carry is :class:`LSTMCarry` ``(h, c)``.
 
+  **Mixed precision** (Micikevicius et al. 2018), in the manner of Flax's
+  ``param_dtype``/``dtype``: ``dtype`` is the params' (storage) dtype,
+  ``compute_dtype`` that of the matrix products. With ``dtype=float32,
+  compute_dtype=bfloat16``, ``x_t``, ``h_{t-1}``, ``W_x`` and ``W_h`` are cast
+  to bfloat16 for the two products, which accumulate in float32
+  (``preferred_element_type``); the gate pre-activations, the nonlinearities
+  and the cell state ``c`` stay float32 (``c`` integrates over time, where
+  bfloat16's 8-bit mantissa would lose small updates); ``h_t`` is rounded to
+  bfloat16 once, when stored. So the carry is ``LSTMCarry(h: bfloat16, c:
+  float32)``, the outputs are bfloat16, and the params' gradients float32.
+  The cell's name becomes ``jrnn.lstm(compute_dtype=bfloat16)``; cuDNN
+  (``kernel="cudnn"``) runs only the plain one.
+
   Args:
     hidden_size: size of ``h_t`` and ``c_t``.
     forget_bias: initial value of the forget gate's bias.
-    dtype: dtype of the parameters.
+    dtype: dtype of the parameters (and of ``c``).
+    compute_dtype: dtype of the matrix products' inputs and of ``h``; ``None``
+      (default) for ``dtype``: then nothing is cast.
 
   Returns:
     A :class:`jrnn.Cell` whose params are :class:`LSTMParams`.
@@ -58,9 +73,13 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, dtype=jnp.float32) -> _c
   References:
     Hochreiter & Schmidhuber, "Long short-term memory", Neural Computation (1997).
     Gers, Schmidhuber & Cummins, "Learning to forget", Neural Computation (2000).
+    Micikevicius et al., "Mixed precision training", ICLR (2018).
   """
   name = "jrnn.lstm"
   hidden_size = _checks.positive_int(hidden_size, "hidden_size", name)
+  compute_dtype = _checks.compute_dtype(compute_dtype, name, dtype)
+  if compute_dtype is not None:
+    name = f"jrnn.lstm(compute_dtype={compute_dtype.name})"
   H = hidden_size
 
   def init_fn(key, input_size):
@@ -75,13 +94,13 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, dtype=jnp.float32) -> _c
 
   def initial_carry(params):
     dtype = _cell.params_dtype(params)
-    return LSTMCarry(jnp.zeros((H,), dtype), jnp.zeros((H,), dtype))
+    return LSTMCarry(jnp.zeros((H,), dtype if compute_dtype is None else compute_dtype), jnp.zeros((H,), dtype))
 
   def project(params, xs):
-    return _cell.affine(xs, params.wx, params.b)
+    return _cell.affine(xs, params.wx, params.b, compute_dtype)
 
   def recurrent(params, carry):
-    return carry.h @ params.wh
+    return _cell.matmul(carry.h, params.wh, compute_dtype)
 
   def update(carry, p, q):
     gates = p + q
@@ -90,7 +109,8 @@ def lstm(hidden_size: int, *, forget_bias: float = 1.0, dtype=jnp.float32) -> _c
     g = jnp.tanh(gates[..., 2 * H : 3 * H])
     o = jax.nn.sigmoid(gates[..., 3 * H :])
     c = f * carry.c + i * g
-    return LSTMCarry(o * jnp.tanh(c), c)
+    h = o * jnp.tanh(c)
+    return LSTMCarry(h if compute_dtype is None else h.astype(compute_dtype), c)
 
   kind = _cell.AffineRecurrence(project=project, recurrent=recurrent, update=update, output=lambda carry: carry.h)
   return _cell.make_cell(kind, name=name, hidden_size=H, init=init_fn, initial_carry=initial_carry)

@@ -43,7 +43,9 @@ class LSTMPCarry(NamedTuple):
   c: jax.Array
 
 
-def lstmp(hidden_size: int, proj_size: int, *, forget_bias: float = 1.0, dtype=jnp.float32) -> _cell.Cell:
+def lstmp(
+  hidden_size: int, proj_size: int, *, forget_bias: float = 1.0, dtype=jnp.float32, compute_dtype=None
+) -> _cell.Cell:
   r"""The LSTM with a projected hidden state (LSTMP), as PyTorch's ``nn.LSTM(..., proj_size=P)``.
 
   Gate order i, f, g, o. The cell state is the LSTM's (size ``H``); the
@@ -71,7 +73,15 @@ def lstmp(hidden_size: int, proj_size: int, *, forget_bias: float = 1.0, dtype=j
     hidden_size: size ``H`` of the cell state ``c_t`` and of each gate.
     proj_size: size ``P`` of ``h_t``, the outputs.
     forget_bias: initial value of the forget gate's bias (as :func:`jrnn.lstm`).
-    dtype: dtype of the parameters.
+    dtype: dtype of the parameters (and of ``c``).
+    compute_dtype: dtype of the matrix products' inputs and of ``h``;
+      ``None`` (default) for ``dtype``: then nothing is cast. As in
+      :func:`jrnn.lstm` (mixed precision): with ``dtype=float32,
+      compute_dtype=bfloat16`` the three products (``W_x``, ``W_h``, ``W_r``)
+      take bfloat16 inputs and accumulate in float32, the gates and ``c``
+      stay float32, and ``h_t`` is rounded to bfloat16 when stored: the
+      carry is ``LSTMPCarry(h: bfloat16, c: float32)``, the outputs
+      bfloat16, the params' gradients float32.
 
   Returns:
     A :class:`jrnn.Cell` whose params are :class:`LSTMPParams` and carry
@@ -95,9 +105,13 @@ def lstmp(hidden_size: int, proj_size: int, *, forget_bias: float = 1.0, dtype=j
   References:
     Sak, Senior & Beaufays, "Long short-term memory recurrent neural network
     architectures for large scale acoustic modeling", Interspeech (2014).
+    Micikevicius et al., "Mixed precision training", ICLR (2018).
   """
   name = "jrnn.lstmp"
   hidden_size = _checks.positive_int(hidden_size, "hidden_size", name)
+  compute_dtype = _checks.compute_dtype(compute_dtype, name, dtype)
+  if compute_dtype is not None:
+    name = f"jrnn.lstmp(compute_dtype={compute_dtype.name})"
   proj_size = _checks.positive_int(proj_size, "proj_size", name)
   H, P = hidden_size, proj_size
 
@@ -115,19 +129,20 @@ def lstmp(hidden_size: int, proj_size: int, *, forget_bias: float = 1.0, dtype=j
 
   def initial_carry(params):
     dtype = _cell.params_dtype(params)
-    return LSTMPCarry(jnp.zeros((P,), dtype), jnp.zeros((H,), dtype))
+    return LSTMPCarry(jnp.zeros((P,), dtype if compute_dtype is None else compute_dtype), jnp.zeros((H,), dtype))
 
   def project(params, xs):
-    return _cell.affine(xs, params.wx, params.b)
+    return _cell.affine(xs, params.wx, params.b, compute_dtype)
 
   def recur(params, carry, p):
-    gates = p + carry.h @ params.wh
+    gates = p + _cell.matmul(carry.h, params.wh, compute_dtype)
     i = jax.nn.sigmoid(gates[..., :H])
     f = jax.nn.sigmoid(gates[..., H : 2 * H])
     g = jnp.tanh(gates[..., 2 * H : 3 * H])
     o = jax.nn.sigmoid(gates[..., 3 * H :])
     c = f * carry.c + i * g
-    return LSTMPCarry((o * jnp.tanh(c)) @ params.wr, c)
+    h = _cell.matmul(o * jnp.tanh(c), params.wr, compute_dtype)
+    return LSTMPCarry(h if compute_dtype is None else h.astype(compute_dtype), c)
 
   def readout(params, carry, p):
     del params, p
