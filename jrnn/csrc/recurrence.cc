@@ -1,0 +1,271 @@
+// The time loop of jrnn.elman, jrnn.gru and jrnn.lstm, forward and backward, as two XLA FFI handlers.
+//
+// The math, the split of a step into p, q and the update, and what stays in XLA are in jrnn/_cpu_kernel.py.
+// Layouts are time-major and row-major: p [T, B, G*H], wh [H, G*H], carries [B, H], lengths [B] (int32).
+// Step t of row b is real when t < lengths[b] (right padding); a padded step leaves the carry unchanged and
+// outputs 0, as jrnn's masked steps do. `reverse` runs t = T-1 .. 0, so a padded row starts at its last real step.
+//
+// The forward pass stores, per step, what the backward pass needs (ws, see kWidth) and the carry h entering the
+// step (hprev, which XLA also uses for dWh = sum h_{t-1}^T dq). The backward pass walks the steps in the other
+// order and returns dp [T, B, G*H] (= dq for Elman and LSTM), GRU's dq_n [T, B, H] (the n block of dq, which is
+// dp_n * r), and the gradients of the initial carry. Per step: one GEMM through OpenBLAS (h_{t-1} Wh forward,
+// dq Wh^T backward) and one pass of the gate arithmetic.
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "cblas.h"  // scipy-openblas32: every symbol carries the prefix scipy_
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+enum Cell : int32_t { kElman = 0, kGru = 1, kLstm = 2 };
+
+// Gate blocks per cell (G) and stored values per step and hidden unit (K): Elman h_t; GRU r, z, n, q_n;
+// LSTM i, f, g, o (activated), c_t, c_{t-1}.
+int Gates(int32_t cell) { return cell == kElman ? 1 : cell == kGru ? 3 : 4; }
+int Stored(int32_t cell) { return cell == kElman ? 1 : cell == kGru ? 4 : 6; }
+
+template <typename T>
+inline T Sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+
+// C[M, N] = alpha A[M, K] op(B) + beta C, row-major; op(B) = B [K, N] or, with trans_b, B^T for B [N, K].
+inline void Gemm(bool trans_b, int m, int n, int k, const float* a, const float* b, float beta, float* c) {
+  scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a, k, b,
+                    trans_b ? k : n, beta, c, n);
+}
+inline void Gemm(bool trans_b, int m, int n, int k, const double* a, const double* b, double beta, double* c) {
+  scipy_cblas_dgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0, a, k, b,
+                    trans_b ? k : n, beta, c, n);
+}
+
+template <typename T>
+void Forward(int32_t cell, bool reverse, int64_t steps, int64_t batch, int64_t hidden, const T* p, const T* wh,
+             const T* bhn, const T* h0, const T* c0, const int32_t* lengths, T* hs, T* h, T* c, T* ws, T* hprev) {
+  const int64_t H = hidden, GH = Gates(cell) * H, KH = Stored(cell) * H;
+  std::memcpy(h, h0, sizeof(T) * batch * H);
+  std::memcpy(c, c0, sizeof(T) * batch * H);
+  std::vector<T> q(batch * GH);
+  for (int64_t s = 0; s < steps; ++s) {
+    const int64_t t = reverse ? steps - 1 - s : s;
+    std::memcpy(hprev + t * batch * H, h, sizeof(T) * batch * H);
+    Gemm(false, batch, GH, H, h, wh, T(0), q.data());
+    for (int64_t b = 0; b < batch; ++b) {
+      const T* pb = p + (t * batch + b) * GH;
+      const T* qb = q.data() + b * GH;
+      T* out = hs + (t * batch + b) * H;
+      T* w = ws + (t * batch + b) * KH;
+      T* hb = h + b * H;
+      if (t >= lengths[b]) {
+        std::memset(out, 0, sizeof(T) * H);
+        std::memset(w, 0, sizeof(T) * KH);
+        continue;
+      }
+      if (cell == kElman) {
+        for (int64_t j = 0; j < H; ++j) {
+          const T hn = std::tanh(pb[j] + qb[j]);
+          w[j] = hn;
+          hb[j] = out[j] = hn;
+        }
+      } else if (cell == kGru) {
+        for (int64_t j = 0; j < H; ++j) {
+          const T r = Sigmoid(pb[j] + qb[j]);
+          const T z = Sigmoid(pb[H + j] + qb[H + j]);
+          const T qn = qb[2 * H + j] + bhn[j];
+          const T n = std::tanh(pb[2 * H + j] + r * qn);
+          const T hn = (T(1) - z) * n + z * hb[j];
+          w[j] = r, w[H + j] = z, w[2 * H + j] = n, w[3 * H + j] = qn;
+          hb[j] = out[j] = hn;
+        }
+      } else {
+        T* cb = c + b * H;
+        for (int64_t j = 0; j < H; ++j) {
+          const T i = Sigmoid(pb[j] + qb[j]);
+          const T f = Sigmoid(pb[H + j] + qb[H + j]);
+          const T g = std::tanh(pb[2 * H + j] + qb[2 * H + j]);
+          const T o = Sigmoid(pb[3 * H + j] + qb[3 * H + j]);
+          const T cn = f * cb[j] + i * g;
+          const T hn = o * std::tanh(cn);
+          w[j] = i, w[H + j] = f, w[2 * H + j] = g, w[3 * H + j] = o, w[4 * H + j] = cn, w[5 * H + j] = cb[j];
+          cb[j] = cn;
+          hb[j] = out[j] = hn;
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void Backward(int32_t cell, bool reverse, int64_t steps, int64_t batch, int64_t hidden, const T* ws, const T* hprev,
+              const T* wh, const int32_t* lengths, const T* dhs, const T* dh_last, const T* dc_last, T* dp, T* dqn,
+              T* dh, T* dc) {
+  const int64_t H = hidden, GH = Gates(cell) * H, KH = Stored(cell) * H;
+  std::memcpy(dh, dh_last, sizeof(T) * batch * H);
+  std::memcpy(dc, dc_last, sizeof(T) * batch * H);
+  std::vector<T> dq_gru(cell == kGru ? batch * GH : 0);
+  std::vector<T> dh_prev(batch * H);
+  for (int64_t s = 0; s < steps; ++s) {
+    const int64_t t = reverse ? s : steps - 1 - s;
+    T* dpt = dp + t * batch * GH;
+    T* dq = cell == kGru ? dq_gru.data() : dpt;  // dq = dp but for GRU's n block
+    for (int64_t b = 0; b < batch; ++b) {
+      T* dpb = dpt + b * GH;
+      T* dqb = dq + b * GH;
+      T* dnext = dh_prev.data() + b * H;
+      const T* dhb = dh + b * H;
+      if (t >= lengths[b]) {  // a padded step passed the carry through: so does its gradient
+        std::memset(dpb, 0, sizeof(T) * GH);
+        if (cell == kGru) {
+          std::memset(dqb, 0, sizeof(T) * GH);
+          std::memset(dqn + (t * batch + b) * H, 0, sizeof(T) * H);
+        }
+        std::memcpy(dnext, dhb, sizeof(T) * H);
+        continue;
+      }
+      const T* w = ws + (t * batch + b) * KH;
+      const T* dy = dhs + (t * batch + b) * H;
+      if (cell == kElman) {
+        for (int64_t j = 0; j < H; ++j) {
+          const T g = dhb[j] + dy[j];
+          dpb[j] = g * (T(1) - w[j] * w[j]);
+          dnext[j] = T(0);
+        }
+      } else if (cell == kGru) {
+        const T* hp = hprev + (t * batch + b) * H;
+        T* dqnb = dqn + (t * batch + b) * H;
+        for (int64_t j = 0; j < H; ++j) {
+          const T g = dhb[j] + dy[j];
+          const T r = w[j], z = w[H + j], n = w[2 * H + j], qn = w[3 * H + j];
+          const T dn = g * (T(1) - z) * (T(1) - n * n);
+          const T dz = g * (hp[j] - n) * z * (T(1) - z);
+          const T dr = dn * qn * r * (T(1) - r);
+          dpb[j] = dqb[j] = dr;
+          dpb[H + j] = dqb[H + j] = dz;
+          dpb[2 * H + j] = dn;
+          dqb[2 * H + j] = dqnb[j] = dn * r;
+          dnext[j] = g * z;
+        }
+      } else {
+        T* dcb = dc + b * H;
+        for (int64_t j = 0; j < H; ++j) {
+          const T g = dhb[j] + dy[j];
+          const T i = w[j], f = w[H + j], gg = w[2 * H + j], o = w[3 * H + j], cn = w[4 * H + j], cp = w[5 * H + j];
+          const T tc = std::tanh(cn);
+          const T dct = dcb[j] + g * o * (T(1) - tc * tc);
+          dpb[j] = dct * gg * i * (T(1) - i);
+          dpb[H + j] = dct * cp * f * (T(1) - f);
+          dpb[2 * H + j] = dct * i * (T(1) - gg * gg);
+          dpb[3 * H + j] = g * tc * o * (T(1) - o);
+          dcb[j] = dct * f;
+          dnext[j] = T(0);
+        }
+      }
+    }
+    Gemm(true, batch, H, GH, dq, wh, T(1), dh_prev.data());  // dh_{t-1} += dq Wh^T
+    std::memcpy(dh, dh_prev.data(), sizeof(T) * batch * H);
+  }
+}
+
+ffi::Error CheckCell(int32_t cell, int64_t gh, int64_t hidden) {
+  if (cell != kElman && cell != kGru && cell != kLstm) return ffi::Error::InvalidArgument("jrnn: unknown cell");
+  if (gh != Gates(cell) * hidden) return ffi::Error::InvalidArgument("jrnn: p's last axis is not G*H");
+  return ffi::Error::Success();
+}
+
+ffi::Error ForwardImpl(ffi::AnyBuffer p, ffi::AnyBuffer wh, ffi::AnyBuffer bhn, ffi::AnyBuffer h0, ffi::AnyBuffer c0,
+                       ffi::Buffer<ffi::S32> lengths, ffi::Result<ffi::AnyBuffer> hs, ffi::Result<ffi::AnyBuffer> h,
+                       ffi::Result<ffi::AnyBuffer> c, ffi::Result<ffi::AnyBuffer> ws,
+                       ffi::Result<ffi::AnyBuffer> hprev, int32_t cell, bool reverse) {
+  auto dims = p.dimensions();
+  if (dims.size() != 3) return ffi::Error::InvalidArgument("jrnn: p must be [T, B, G*H]");
+  const int64_t steps = dims[0], batch = dims[1], hidden = wh.dimensions()[0];
+  if (auto error = CheckCell(cell, dims[2], hidden); error.failure()) return error;
+  const int32_t* len = lengths.typed_data();
+  switch (p.element_type()) {
+    case ffi::F32:
+      Forward<float>(cell, reverse, steps, batch, hidden, p.typed_data<float>(), wh.typed_data<float>(),
+                     bhn.typed_data<float>(), h0.typed_data<float>(), c0.typed_data<float>(), len,
+                     hs->typed_data<float>(), h->typed_data<float>(), c->typed_data<float>(),
+                     ws->typed_data<float>(), hprev->typed_data<float>());
+      return ffi::Error::Success();
+    case ffi::F64:
+      Forward<double>(cell, reverse, steps, batch, hidden, p.typed_data<double>(), wh.typed_data<double>(),
+                      bhn.typed_data<double>(), h0.typed_data<double>(), c0.typed_data<double>(), len,
+                      hs->typed_data<double>(), h->typed_data<double>(), c->typed_data<double>(),
+                      ws->typed_data<double>(), hprev->typed_data<double>());
+      return ffi::Error::Success();
+    default:
+      return ffi::Error::InvalidArgument("jrnn: the CPU kernel takes float32 or float64");
+  }
+}
+
+ffi::Error BackwardImpl(ffi::AnyBuffer ws, ffi::AnyBuffer hprev, ffi::AnyBuffer wh, ffi::Buffer<ffi::S32> lengths,
+                        ffi::AnyBuffer dhs, ffi::AnyBuffer dh_last, ffi::AnyBuffer dc_last,
+                        ffi::Result<ffi::AnyBuffer> dp, ffi::Result<ffi::AnyBuffer> dqn,
+                        ffi::Result<ffi::AnyBuffer> dh, ffi::Result<ffi::AnyBuffer> dc, int32_t cell, bool reverse) {
+  auto dims = dp->dimensions();
+  if (dims.size() != 3) return ffi::Error::InvalidArgument("jrnn: dp must be [T, B, G*H]");
+  const int64_t steps = dims[0], batch = dims[1], hidden = wh.dimensions()[0];
+  if (auto error = CheckCell(cell, dims[2], hidden); error.failure()) return error;
+  const int32_t* len = lengths.typed_data();
+  switch (ws.element_type()) {
+    case ffi::F32:
+      Backward<float>(cell, reverse, steps, batch, hidden, ws.typed_data<float>(), hprev.typed_data<float>(),
+                      wh.typed_data<float>(), len, dhs.typed_data<float>(), dh_last.typed_data<float>(),
+                      dc_last.typed_data<float>(), dp->typed_data<float>(), dqn->typed_data<float>(),
+                      dh->typed_data<float>(), dc->typed_data<float>());
+      return ffi::Error::Success();
+    case ffi::F64:
+      Backward<double>(cell, reverse, steps, batch, hidden, ws.typed_data<double>(), hprev.typed_data<double>(),
+                       wh.typed_data<double>(), len, dhs.typed_data<double>(), dh_last.typed_data<double>(),
+                       dc_last.typed_data<double>(), dp->typed_data<double>(), dqn->typed_data<double>(),
+                       dh->typed_data<double>(), dc->typed_data<double>());
+      return ffi::Error::Success();
+    default:
+      return ffi::Error::InvalidArgument("jrnn: the CPU kernel takes float32 or float64");
+  }
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnRecurrenceForward, ForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // p [T, B, G*H]
+                                  .Arg<ffi::AnyBuffer>()  // wh [H, G*H]
+                                  .Arg<ffi::AnyBuffer>()  // bhn [H] (GRU; zeros otherwise)
+                                  .Arg<ffi::AnyBuffer>()  // h0 [B, H]
+                                  .Arg<ffi::AnyBuffer>()  // c0 [B, H] (LSTM; zeros otherwise)
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths [B]
+                                  .Ret<ffi::AnyBuffer>()  // hs [T, B, H]
+                                  .Ret<ffi::AnyBuffer>()  // h_T [B, H]
+                                  .Ret<ffi::AnyBuffer>()  // c_T [B, H]
+                                  .Ret<ffi::AnyBuffer>()  // ws [T, B, K*H]
+                                  .Ret<ffi::AnyBuffer>()  // hprev [T, B, H]
+                                  .Attr<int32_t>("cell")
+                                  .Attr<bool>("reverse"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnRecurrenceBackward, BackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // ws [T, B, K*H]
+                                  .Arg<ffi::AnyBuffer>()  // hprev [T, B, H]
+                                  .Arg<ffi::AnyBuffer>()  // wh [H, G*H]
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths [B]
+                                  .Arg<ffi::AnyBuffer>()  // dhs [T, B, H]
+                                  .Arg<ffi::AnyBuffer>()  // dh_T [B, H]
+                                  .Arg<ffi::AnyBuffer>()  // dc_T [B, H]
+                                  .Ret<ffi::AnyBuffer>()  // dp [T, B, G*H]
+                                  .Ret<ffi::AnyBuffer>()  // dq_n [T, B, H] (GRU) or [0]
+                                  .Ret<ffi::AnyBuffer>()  // dh_0 [B, H]
+                                  .Ret<ffi::AnyBuffer>()  // dc_0 [B, H]
+                                  .Attr<int32_t>("cell")
+                                  .Attr<bool>("reverse"));
+
+// OpenBLAS's thread count for this process (the library is shared with anything else that loaded it).
+extern "C" void JrnnSetBlasThreads(int threads) { scipy_openblas_set_num_threads(threads); }
+extern "C" int JrnnGetBlasThreads() { return scipy_openblas_get_num_threads(); }
