@@ -32,7 +32,7 @@ def _extensions():
       library_dirs=[os.path.join(openblas, "lib")],
       libraries=["scipy_openblas"],
       language="c++",
-      extra_compile_args=["-std=c++17", "-O3", "-Wno-attributes", "-Wno-return-type"],
+      extra_compile_args=["-std=c++17", "-O3", "-fno-trapping-math", "-Wno-attributes", "-Wno-return-type"],
       optional=True,  # a failed compile is a warning: jrnn then runs on the XLA scan
     )
   ]
