@@ -302,37 +302,36 @@ def _layer(code: int, reverse: bool):
 
   def forward(params, carry, xs, lengths):
     h0, c0 = split(carry)
-    xs_t = jnp.swapaxes(xs, 0, 1)  # [T, B, I]
-    (T, B, _), H = xs_t.shape, params.wh.shape[0]
-    p = _cell.affine(xs_t, params.wx, params.b)
+    (B, T, _), H = xs.shape, params.wh.shape[0]
+    p = _cell.affine(xs, params.wx, params.b)  # [B, T, G·H]: the kernel reads the batch-major layout
     bhn = params.bhn if code == GRU else jnp.zeros((H,), p.dtype)
     shape = lambda *s: jax.ShapeDtypeStruct(s, p.dtype)
-    results = (shape(T, B, H), shape(B, H), shape(B, H), shape(T, B, _STORED[code] * H), shape(T, B, H))
+    results = (shape(B, T, H), shape(B, H), shape(B, H), shape(T, B, _STORED[code] * H), shape(B, T, H))
     call = jax.ffi.ffi_call(_FORWARD, results, vmap_method="sequential")
     hs, h, c, ws, hprev = call(p, params.wh, bhn, h0, c0, lengths, **attrs)
     final = _lstm.LSTMCarry(h, c) if code == LSTM else h
-    return (final, jnp.swapaxes(hs, 0, 1)), (params, xs_t, lengths, ws, hprev)
+    return (final, hs), (params, xs, lengths, ws, hprev)
 
   def backward(residuals, cotangents):
-    params, xs_t, lengths, ws, hprev = residuals
+    params, xs, lengths, ws, hprev = residuals
     d_final, dhs = cotangents
     dh, dc = split(d_final)
-    (T, B, _), H = xs_t.shape, params.wh.shape[0]
+    (B, T, _), H = xs.shape, params.wh.shape[0]
     GH = _GATES[code] * H
     shape = lambda *s: jax.ShapeDtypeStruct(s, ws.dtype)
-    results = (shape(T, B, GH), shape(T, B, H) if code == GRU else shape(0), shape(B, H), shape(B, H))
+    results = (shape(B, T, GH), shape(B, T, H) if code == GRU else shape(0), shape(B, H), shape(B, H))
     call = jax.ffi.ffi_call(_BACKWARD, results, vmap_method="sequential")
-    dp, dqn, dh0, dc0 = call(ws, hprev, params.wh, lengths, jnp.swapaxes(dhs, 0, 1), dh, dc, **attrs)
+    dp, dqn, dh0, dc0 = call(ws, hprev, params.wh, lengths, dhs, dh, dc, **attrs)
     dq = jnp.concatenate([dp[..., : 2 * H], dqn], axis=-1) if code == GRU else dp
     # The weight gradients: one product over all T·B rows each.
-    dwh = hprev.reshape(T * B, H).T @ dq.reshape(T * B, GH)
-    _, project_vjp = jax.vjp(lambda wx, b, x: _cell.affine(x, wx, b), params.wx, params.b, xs_t)
-    dwx, db, dxs_t = project_vjp(dp)
+    dwh = hprev.reshape(B * T, H).T @ dq.reshape(B * T, GH)
+    _, project_vjp = jax.vjp(lambda wx, b, x: _cell.affine(x, wx, b), params.wx, params.b, xs)
+    dwx, db, dxs = project_vjp(dp)
     grads = params._replace(wx=dwx, wh=dwh, b=db)
     if code == GRU:
       grads = grads._replace(bhn=dqn.sum(axis=(0, 1)))
     d_carry = _lstm.LSTMCarry(dh0, dc0) if code == LSTM else dh0
-    return grads, d_carry, jnp.swapaxes(dxs_t, 0, 1), None  # no cotangent for the integer lengths
+    return grads, d_carry, dxs, None  # no cotangent for the integer lengths
 
   @jax.custom_vjp
   def layer(params, carry, xs, lengths):
