@@ -36,7 +36,8 @@ AUTO_MIN_LENGTH = {"cpu": None, "gpu": 16, "tpu": 256}
 
 # kernel="auto" takes the kernel named here (jrnn._cudnn on "gpu", jrnn._cpu_kernel on "cpu") on its backend,
 # where it applies. GPU: none: on an H100, JAX's cuDNN LSTM was slower than the XLA scan in every forward
-# row and in 7 of 12 training rows of the sweep (benchmarks/NOTES.md).
+# row and in 7 of 12 training rows of the sweep (benchmarks/NOTES.md). CPU: none: jrnn's CPU kernel was not
+# faster than the XLA scan on the 2-core machine (benchmarks/NOTES.md, 2026-11-23, issue 15 part 1).
 AUTO_KERNEL: dict[str, str] = {}
 
 # unroll="auto": steps per lax.scan iteration, per backend; other backends: 1. CPU: unrolling was
