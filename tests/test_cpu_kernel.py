@@ -209,6 +209,8 @@ def test_the_refusals_of_one_sequence_name_unroll():
   params = cell.init(jax.random.key(0), 2)
   with pytest.raises(ValueError, match="jrnn.unroll: a reset runs on the XLA scan only"):
     jrnn.unroll(cell, params, jnp.ones((4, 2)), reset=jnp.zeros(4, bool), kernel="cpu")
+  with pytest.raises(ValueError, match="jrnn.unroll_batch: scan='associative' runs on the XLA scan only"):
+    jrnn.unroll_batch(cell, params, jnp.ones((1, 4, 2)), scan="associative", kernel="cpu")
 
 
 def test_without_the_extension_the_kernel_is_refused_and_auto_is_the_scan(monkeypatch):
@@ -237,6 +239,7 @@ def test_on_another_backend_the_kernel_is_refused(monkeypatch):
 def test_which_kernel_and_auto_follow_auto_kernel(monkeypatch):
   cell, params, xs, _ = _setup("bidirectional", T=3)
   assert jrnn.which_kernel(cell, params, xs, kernel="cpu") == "cpu"
+  assert jrnn.which_kernel(cell, params, xs, kernel="cpu", vjp="fused", projection="hoisted", unroll=4) == "cpu"
   assert jrnn.which_kernel(cell, params, xs, kernel="xla") == "xla"
   monkeypatch.setitem(_options.AUTO_KERNEL, "cpu", "cpu")
   assert jrnn.which_kernel(cell, params, xs) == "cpu"
