@@ -300,17 +300,23 @@ def _layer(code: int, reverse: bool):
   def split(carry):
     return (carry.h, carry.c) if code == LSTM else (carry, jnp.zeros_like(carry))
 
-  def forward(params, carry, xs, lengths):
+  def run(params, carry, xs, lengths, store):
+    """The forward call; ``store``: keep what the backward pass needs (``ws``, ``hprev``), else size 0."""
     h0, c0 = split(carry)
     (B, T, _), H = xs.shape, params.wh.shape[0]
     p = _cell.affine(xs, params.wx, params.b)  # [B, T, G·H]: the kernel reads the batch-major layout
     bhn = params.bhn if code == GRU else jnp.zeros((H,), p.dtype)
     shape = lambda *s: jax.ShapeDtypeStruct(s, p.dtype)
-    results = (shape(B, T, H), shape(B, H), shape(B, H), shape(T, B, _STORED[code] * H), shape(B, T, H))
+    kept = (shape(T, B, _STORED[code] * H), shape(B, T, H)) if store else (shape(0), shape(0))
+    results = (shape(B, T, H), shape(B, H), shape(B, H), *kept)
     call = jax.ffi.ffi_call(_FORWARD, results, vmap_method="sequential")
     hs, h, c, ws, hprev = call(p, params.wh, bhn, h0, c0, lengths, **attrs)
     final = _lstm.LSTMCarry(h, c) if code == LSTM else h
-    return (final, hs), (params, xs, lengths, ws, hprev)
+    return (final, hs), (ws, hprev)
+
+  def forward(params, carry, xs, lengths):
+    out, (ws, hprev) = run(params, carry, xs, lengths, store=True)
+    return out, (params, xs, lengths, ws, hprev)
 
   def backward(residuals, cotangents):
     params, xs, lengths, ws, hprev = residuals
@@ -334,8 +340,8 @@ def _layer(code: int, reverse: bool):
     return grads, d_carry, dxs, None  # no cotangent for the integer lengths
 
   @jax.custom_vjp
-  def layer(params, carry, xs, lengths):
-    return forward(params, carry, xs, lengths)[0]
+  def layer(params, carry, xs, lengths):  # the primal (no gradient to come): nothing stored
+    return run(params, carry, xs, lengths, store=False)[0]
 
   layer.defvjp(forward, backward)
   return layer

@@ -100,6 +100,8 @@ JRNN_INLINE void Forward(int32_t cell, bool reverse, int64_t steps, int64_t batc
   std::memcpy(h, h0, sizeof(T) * batch * H);
   std::memcpy(c, c0, sizeof(T) * batch * H);
   std::vector<T> q(batch * GH);
+  const bool store = ws != nullptr;  // without a backward pass to come (inference), ws and hprev are not kept
+  std::vector<T> scratch(store ? 0 : batch * KH);
   for (int64_t s = 0; s < steps; ++s) {
     const int64_t t = reverse ? steps - 1 - s : s;
     Gemm(false, batch, GH, H, h, H, wh, T(0), q.data());
@@ -108,9 +110,9 @@ JRNN_INLINE void Forward(int32_t cell, bool reverse, int64_t steps, int64_t batc
       const T* __restrict pb = p + bt * GH;
       const T* __restrict qb = q.data() + b * GH;
       T* __restrict out = hs + bt * H;
-      T* __restrict w = ws + (t * batch + b) * KH;  // the gates are computed in place here
+      T* __restrict w = store ? ws + (t * batch + b) * KH : scratch.data() + b * KH;  // the gates, in place
       T* __restrict hb = h + b * H;
-      std::memcpy(hprev + bt * H, hb, sizeof(T) * H);
+      if (store) std::memcpy(hprev + bt * H, hb, sizeof(T) * H);
       if (t >= lengths[b]) {
         std::memset(out, 0, sizeof(T) * H);
         std::memset(w, 0, sizeof(T) * KH);
@@ -259,18 +261,19 @@ ffi::Error ForwardImpl(ffi::AnyBuffer p, ffi::AnyBuffer wh, ffi::AnyBuffer bhn, 
   const int64_t batch = dims[0], steps = dims[1], hidden = wh.dimensions()[0];
   if (auto error = CheckCell(cell, dims[2], hidden); error.failure()) return error;
   const int32_t* len = lengths.typed_data();
+  const bool store = ws->element_count() > 0;  // ws and hprev of size 0: the primal pass, nothing to keep
   switch (p.element_type()) {
     case ffi::F32:
       ForwardF32(cell, reverse, steps, batch, hidden, p.typed_data<float>(), wh.typed_data<float>(),
                      bhn.typed_data<float>(), h0.typed_data<float>(), c0.typed_data<float>(), len,
                      hs->typed_data<float>(), h->typed_data<float>(), c->typed_data<float>(),
-                     ws->typed_data<float>(), hprev->typed_data<float>());
+                     store ? ws->typed_data<float>() : nullptr, hprev->typed_data<float>());
       return ffi::Error::Success();
     case ffi::F64:
       Forward<double>(cell, reverse, steps, batch, hidden, p.typed_data<double>(), wh.typed_data<double>(),
                       bhn.typed_data<double>(), h0.typed_data<double>(), c0.typed_data<double>(), len,
                       hs->typed_data<double>(), h->typed_data<double>(), c->typed_data<double>(),
-                      ws->typed_data<double>(), hprev->typed_data<double>());
+                      store ? ws->typed_data<double>() : nullptr, hprev->typed_data<double>());
       return ffi::Error::Success();
     default:
       return ffi::Error::InvalidArgument("jrnn: the CPU kernel takes float32 or float64");
@@ -317,8 +320,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnRecurrenceForward, ForwardImpl,
                                   .Ret<ffi::AnyBuffer>()  // hs [B, T, H]
                                   .Ret<ffi::AnyBuffer>()  // h_T [B, H]
                                   .Ret<ffi::AnyBuffer>()  // c_T [B, H]
-                                  .Ret<ffi::AnyBuffer>()  // ws [T, B, K*H]
-                                  .Ret<ffi::AnyBuffer>()  // hprev [B, T, H]
+                                  .Ret<ffi::AnyBuffer>()  // ws [T, B, K*H], or [0]: not kept
+                                  .Ret<ffi::AnyBuffer>()  // hprev [B, T, H], or [0]
                                   .Attr<int32_t>("cell")
                                   .Attr<bool>("reverse"));
 
