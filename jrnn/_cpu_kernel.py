@@ -18,7 +18,7 @@ call. The forward call walks ``t = 1 … T`` (``T … 1`` with ``reverse``); per
 step it computes ``q_t`` for the whole batch with one small GEMM through
 OpenBLAS and the gate arithmetic in one pass over ``[B, G·H]`` (G = 1, 3, 4
 for Elman, GRU, LSTM; gates in the order of :func:`jrnn.gru` (r, z, n) and
-:func:`jrnn.lstm` (i, f, g, o)). It stores the activated gates, ``\tanh c_t``,
+:func:`jrnn.lstm` (i, f, g, o)). Under differentiation it stores the activated gates, ``\tanh c_t``,
 ``c_{t-1}`` (LSTM), ``q_n`` (GRU) and the carry ``h_{t-1}`` of every step.
 In float32 the activations are branch-free polynomial forms of ``exp`` and
 ``tanh`` (within a few ulps), compiled for AVX-512, AVX2 and the baseline

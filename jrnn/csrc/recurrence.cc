@@ -6,8 +6,9 @@
 // Step t of row b is real when t < lengths[b] (right padding); a padded step leaves the carry unchanged and
 // outputs 0, as jrnn's masked steps do. `reverse` runs t = T-1 .. 0, so a padded row starts at its last real step.
 //
-// The forward pass stores, per step, what the backward pass needs (ws, see kWidth) and the carry h entering the
-// step (hprev, which XLA also uses for dWh = sum h_{t-1}^T dq). The backward pass walks the steps in the other
+// Unless ws is empty (the primal pass: no gradient to come), the forward pass stores per step what the backward
+// pass needs (ws, see Stored) and the carry h entering the step (hprev, which XLA also uses for
+// dWh = sum h_{t-1}^T dq). The backward pass walks the steps in the other
 // order and returns dp [B, T, G*H] (= dq for Elman and LSTM), GRU's dq_n [B, T, H] (the n block of dq, which is
 // dp_n * r), and the gradients of the initial carry. Per step: one GEMM through OpenBLAS (h_{t-1} Wh forward,
 // dq Wh^T backward) and one pass of the gate arithmetic.
@@ -94,8 +95,9 @@ JRNN_INLINE void TanhInPlace(T* __restrict x, int64_t n) {
 }
 
 template <typename T>
-JRNN_INLINE void Forward(int32_t cell, bool reverse, int64_t steps, int64_t batch, int64_t hidden, const T* p, const T* wh,
-             const T* bhn, const T* h0, const T* c0, const int32_t* lengths, T* hs, T* h, T* c, T* ws, T* hprev) {
+JRNN_INLINE void Forward(int32_t cell, bool reverse, int64_t steps, int64_t batch, int64_t hidden, const T* p,
+                         const T* wh, const T* bhn, const T* h0, const T* c0, const int32_t* lengths, T* hs,
+                         T* h, T* c, T* ws, T* hprev) {
   const int64_t H = hidden, GH = Gates(cell) * H, KH = Stored(cell) * H;
   std::memcpy(h, h0, sizeof(T) * batch * H);
   std::memcpy(c, c0, sizeof(T) * batch * H);
@@ -154,9 +156,9 @@ JRNN_INLINE void Forward(int32_t cell, bool reverse, int64_t steps, int64_t batc
 }
 
 template <typename T>
-JRNN_INLINE void Backward(int32_t cell, bool reverse, int64_t steps, int64_t batch, int64_t hidden, const T* ws, const T* hprev,
-              const T* wh, const int32_t* lengths, const T* dhs, const T* dh_last, const T* dc_last, T* dp, T* dqn,
-              T* dh, T* dc) {
+JRNN_INLINE void Backward(int32_t cell, bool reverse, int64_t steps, int64_t batch, int64_t hidden, const T* ws,
+                          const T* hprev, const T* wh, const int32_t* lengths, const T* dhs, const T* dh_last,
+                          const T* dc_last, T* dp, T* dqn, T* dh, T* dc) {
   const int64_t H = hidden, GH = Gates(cell) * H, KH = Stored(cell) * H;
   std::memcpy(dh, dh_last, sizeof(T) * batch * H);
   std::memcpy(dc, dc_last, sizeof(T) * batch * H);
