@@ -44,6 +44,7 @@ from jrnn._cell import Projected as Projected
 from jrnn._cell import SequenceLayer as SequenceLayer
 from jrnn._cell import Stepwise as Stepwise
 from jrnn._cell import make_cell as make_cell
+from jrnn._cpu_kernel import available as cpu_kernel_available
 from jrnn._cudnn import available as cudnn_available
 from jrnn._cudnn import which_kernel as which_kernel
 from jrnn._dropout import dropout as dropout
@@ -152,6 +153,7 @@ __all__ = (
   "beam_search",
   "bidirectional",
   "bptt",
+  "cpu_kernel_available",
   "cudnn_available",
   "diagnostics",
   "distributed",

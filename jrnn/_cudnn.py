@@ -48,6 +48,7 @@ from jax.experimental import rnn
 
 from jrnn import _bidirectional
 from jrnn import _cell
+from jrnn import _cpu_kernel
 from jrnn import _lstm
 from jrnn import _options
 
@@ -250,14 +251,14 @@ def reference_lstm(
 def which_kernel(
   cell: _cell.Cell, params: Any, xs: jax.typing.ArrayLike, *, mask: Any = None, reset: Any = None, **options: Any
 ) -> str:
-  """What runs ``jrnn.unroll_batch(cell, params, xs, mask=mask, reset=reset, **options)``: ``"cudnn"`` or ``"xla"``.
+  """What runs ``jrnn.unroll_batch(cell, params, xs, mask=mask, reset=reset, **options)``: a kernel's name.
 
-  ``kernel="auto"`` (see :func:`jrnn.unroll_batch`) takes cuDNN's fused LSTM
+  ``kernel="auto"`` (see :func:`jrnn.unroll_batch`) takes the backend's
+  fused kernel (cuDNN's LSTM on a GPU, jrnn's compiled kernel on a CPU)
   where the cell, dtype, options and mask allow it on a backend where it
-  was measured faster (``jrnn._options.AUTO_KERNEL``; none yet), the XLA
-  scan otherwise. A traced ``mask`` (inside ``jit``) is judged on the
-  device at run time; this says ``"cudnn"`` for it when everything else
-  allows cuDNN.
+  was measured faster (``jrnn._options.AUTO_KERNEL``), the XLA scan
+  otherwise. A traced ``mask`` (inside ``jit``) is judged on the device at
+  run time; this names the kernel for it when everything else allows it.
 
   Args:
     cell, params, xs, mask, reset: as for :func:`jrnn.unroll_batch` (``xs``
@@ -265,11 +266,11 @@ def which_kernel(
     **options: the fields of :class:`jrnn.Options`.
 
   Returns:
-    ``"cudnn"`` or ``"xla"``.
+    ``"cudnn"``, ``"cpu"`` or ``"xla"``.
 
   Raises:
-    ValueError: with ``kernel="cudnn"`` where cuDNN cannot run the call
-      (the sentence :func:`jrnn.unroll_batch` would raise).
+    ValueError: with ``kernel="cudnn"`` or ``"cpu"`` where that kernel
+      cannot run the call (the sentence :func:`jrnn.unroll_batch` would raise).
 
   Example:
     >>> import jax, jax.numpy as jnp, jrnn
@@ -277,21 +278,25 @@ def which_kernel(
     >>> params = cell.init(jax.random.key(0), 4)
     >>> jrnn.which_kernel(cell, params, jnp.ones((2, 5, 4)), kernel="xla")
     'xla'
-    >>> jrnn.which_kernel(cell, params, jnp.ones((2, 5, 4)))  # "auto": cuDNN was slower where measured
-    'xla'
+    >>> xs = jnp.ones((2, 5, 4))
+    >>> jrnn.which_kernel(cell, params, xs, kernel="cpu") if jrnn.cpu_kernel_available() else "cpu"
+    'cpu'
   """
   fn_name = "jrnn.which_kernel"
   return choose(cell, params, jnp.asarray(xs), mask, reset, _options.make(fn_name, **options), fn_name)
 
 
 def choose(cell, params, xs, mask, reset, options, fn_name) -> str:
-  """``"cudnn"`` or ``"xla"`` for ``options.kernel``; ValueError for ``"cudnn"`` where it cannot run."""
+  """``"cudnn"``, ``"cpu"`` or ``"xla"`` for ``options.kernel``; ValueError for a named kernel that cannot run."""
   if options.kernel == "xla":
     return "xla"
-  why_not = unsupported(cell, params, xs, mask, reset, options)
-  if options.kernel == "cudnn":
-    if why_not is not None:
-      raise ValueError(f"{fn_name}: {why_not}; use kernel='auto' or 'xla' (the XLA scan).")
-    return "cudnn"
-  measured_faster = _options.AUTO_KERNEL.get(jax.default_backend()) == "cudnn"
-  return "cudnn" if why_not is None and measured_faster else "xla"
+  why_not = {"cudnn": unsupported, "cpu": _cpu_kernel.unsupported}
+  if options.kernel in why_not:
+    why = why_not[options.kernel](cell, params, xs, mask, reset, options)
+    if why is not None:
+      raise ValueError(f"{fn_name}: {why}; use kernel='auto' or 'xla' (the XLA scan).")
+    return options.kernel
+  preferred = _options.AUTO_KERNEL.get(jax.default_backend())
+  if preferred in why_not and why_not[preferred](cell, params, xs, mask, reset, options) is None:
+    return preferred
+  return "xla"

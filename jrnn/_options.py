@@ -19,7 +19,7 @@ SCANS = ("sequential", "associative", "auto")
 PROJECTIONS = ("hoisted", "per_step", "auto")
 REMATS = (None, "step", "sqrt")
 VJPS = ("autodiff", "fused")
-KERNELS = ("auto", "xla", "cudnn")
+KERNELS = ("auto", "xla", "cudnn", "cpu")
 # The names jax.default_matmul_precision takes for the three levels of jax.lax.Precision, in pairs:
 # DEFAULT, HIGH, HIGHEST (jax.lax.Precision's docstring).
 PRECISIONS = ("default", "bfloat16", "high", "tensorfloat32", "highest", "float32")
@@ -34,9 +34,10 @@ AUTO_PROJECTION = {"cpu": "per_step", "gpu": "hoisted", "tpu": "hoisted"}
 # every length measured, 16 the shortest; TPU not yet.
 AUTO_MIN_LENGTH = {"cpu": None, "gpu": 16, "tpu": 256}
 
-# kernel="auto" takes cuDNN (jrnn._cudnn) on the backends named here, where it applies. None yet: on an
-# H100, JAX's cuDNN LSTM was slower than the XLA scan in every forward row and in 7 of 12 training rows
-# of the sweep (benchmarks/NOTES.md).
+# kernel="auto" takes the kernel named here (jrnn._cudnn on "gpu", jrnn._cpu_kernel on "cpu") on its backend,
+# where it applies. GPU: none: on an H100, JAX's cuDNN LSTM was slower than the XLA scan in every forward
+# row and in 7 of 12 training rows of the sweep (benchmarks/NOTES.md). CPU: none: jrnn's CPU kernel was not
+# faster than the XLA scan on the 2-core machine (benchmarks/NOTES.md, 2026-11-23, issue 15 part 1).
 AUTO_KERNEL: dict[str, str] = {}
 
 # unroll="auto": steps per lax.scan iteration, per backend; other backends: 1. CPU: unrolling was
@@ -78,9 +79,11 @@ class Options(NamedTuple):
       other options), ``"cudnn"`` (NVIDIA cuDNN's fused LSTM through
       :func:`jax.experimental.rnn.lstm`, on a GPU, for :func:`jrnn.lstm`
       and stacks and bidirectional layers of it, in
-      :func:`jrnn.unroll_batch`) or ``"auto"`` (cuDNN where it applies on
-      a backend where it was measured faster, ``AUTO_KERNEL``; today none,
-      so XLA). See :func:`jrnn.unroll_batch`.
+      :func:`jrnn.unroll_batch`), ``"cpu"`` (jrnn's compiled CPU kernel,
+      :mod:`jrnn._cpu_kernel`, for :func:`jrnn.elman`, :func:`jrnn.gru`,
+      :func:`jrnn.lstm` and stacks and bidirectional layers of them) or
+      ``"auto"`` (the backend's kernel where it applies and was measured
+      faster, ``AUTO_KERNEL``, else XLA). See :func:`jrnn.unroll_batch`.
 
   ``reverse`` is a direction, the only field that changes what is computed;
   ``precision`` changes how products of float32 are rounded on an

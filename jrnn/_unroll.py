@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from jrnn import _cell
 from jrnn import _checks
+from jrnn import _cpu_kernel
 from jrnn import _cudnn
 from jrnn import _fused
 from jrnn import _options
@@ -127,8 +128,10 @@ def unroll(
     reverse, unroll, scan, projection, remat, vjp, precision: see above and
       :class:`jrnn.Options`; all of them are passed on to the layers of
       :func:`jrnn.stack` and :func:`jrnn.bidirectional`.
-    kernel: ``"auto"`` or ``"xla"``: one sequence always runs on XLA;
-      ``"cudnn"`` needs a batch (:func:`unroll_batch`) and is refused here.
+    kernel: ``"auto"`` or ``"xla"``: one sequence runs on XLA; ``"cpu"``
+      runs it on jrnn's CPU kernel as a batch of one (see
+      :func:`unroll_batch`); ``"cudnn"`` needs a batch
+      (:func:`unroll_batch`) and is refused here.
 
   Returns:
     ``(carry, hs)`` with ``hs: [T, hidden_size]``.
@@ -157,6 +160,16 @@ def unroll(
     reset = _checks.check_reset(reset, xs.shape[:1], fn_name)
     if options.kernel == "cudnn":
       raise ValueError(f"{fn_name}: kernel='cudnn' runs a batch; use jrnn.unroll_batch, or kernel='auto' or 'xla'.")
+    if options.kernel == "cpu":  # a batch of one
+      add = lambda t: None if t is None else jax.tree_util.tree_map(lambda x: x[None], t)
+      _cudnn.choose(cell, params, xs[None], add(mask), add(reset), options, fn_name)  # raises where it cannot run
+
+      def xla():
+        return jax.tree_util.tree_map(lambda x: x[None], run(cell, params, carry, xs, mask, options, reset))
+
+      with _options.matmul_precision(options.precision):
+        out = _cpu_kernel.batch(cell, params, add(carry), xs[None], add(mask), options, xla, required=True)
+      return jax.tree_util.tree_map(lambda x: x[0], out)
     return run(cell, params, carry, xs, mask, options, reset)
 
 
@@ -200,10 +213,24 @@ def unroll_batch(
   always runs the scan of the other options.
   ``jrnn.cudnn_available()`` says whether this machine has cuDNN.
 
+  ``"cpu"`` runs :func:`jrnn.elman` (tanh), :func:`jrnn.gru` and
+  :func:`jrnn.lstm`, and :func:`jrnn.stack` and :func:`jrnn.bidirectional`
+  compositions of them, on jrnn's compiled CPU kernel (:mod:`jrnn._cpu_kernel`:
+  one call per layer and pass runs the time loop, forward and backward; the
+  projection and the weight gradients are single GEMMs in XLA), on a CPU, in
+  float32 or float64, with no ``reset`` or ``remat``, a precision other than
+  one bfloat16 pass, and a right-padding ``mask`` (each row True then False;
+  an all-False row is a length of 0). ``unroll``, ``projection`` and ``vjp``
+  do not apply to it (its backward pass is the fused one). Anything else
+  raises ValueError; under ``jit``, rows of a traced mask that are not right
+  padding come back as NaN, as with cuDNN. ``"auto"`` takes it on a CPU
+  where ``AUTO_KERNEL["cpu"] == "cpu"``; ``jrnn.cpu_kernel_available()`` says
+  whether it was built.
+
   Args:
     cell, params, reverse, unroll, scan, projection, remat, vjp, precision: as
       in :func:`unroll`.
-    kernel: ``"auto"``, ``"xla"`` or ``"cudnn"`` (above).
+    kernel: ``"auto"``, ``"xla"``, ``"cudnn"`` or ``"cpu"`` (above).
     xs: inputs ``[B, T, input_size]``, floating point.
     carry: the initial carry, every leaf with a leading ``[B]`` axis; ``None``
       for ``cell.initial_carry(params)`` for every sequence.
@@ -240,10 +267,12 @@ def unroll_batch(
         return _fused.batch_sequence(cell, params, carry, xs, mask, options, reset)
       return jax.vmap(lambda x, c, m, r: run(cell, params, c, x, m, options, r))(xs, carry, mask, reset)
 
-    if _cudnn.choose(cell, params, xs, mask, reset, options, fn_name) == "xla":
+    kernel = _cudnn.choose(cell, params, xs, mask, reset, options, fn_name)
+    if kernel == "xla":
       return xla()
+    fused = _cpu_kernel.batch if kernel == "cpu" else _cudnn.batch
     with _options.matmul_precision(options.precision):
-      return _cudnn.batch(cell, params, carry, xs, mask, options, xla, required=options.kernel == "cudnn")
+      return fused(cell, params, carry, xs, mask, options, xla, required=options.kernel == kernel)
 
 
 def _check_cell(cell, fn_name):

@@ -233,7 +233,7 @@ def test_without_a_gpu_cudnn_is_refused_and_auto_is_the_scan():
 def test_kernel_option_is_checked_and_unroll_refuses_cudnn():
   cell = jrnn.lstm(3)
   params = cell.init(jax.random.key(0), 2)
-  with pytest.raises(ValueError, match=r"kernel must be one of \('auto', 'xla', 'cudnn'\), got 'cuda'"):
+  with pytest.raises(ValueError, match=r"kernel must be one of \('auto', 'xla', 'cudnn', 'cpu'\), got 'cuda'"):
     jrnn.unroll_batch(cell, params, jnp.ones((1, 4, 2)), kernel="cuda")
   with pytest.raises(ValueError, match="jrnn.unroll: kernel='cudnn' runs a batch; use jrnn.unroll_batch"):
     jrnn.unroll(cell, params, jnp.ones((4, 2)), kernel="cudnn")

@@ -22,7 +22,7 @@ import pytest
 from tests.test_notebooks import install_cell
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SOURCES = ("jrnn", "pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "MANIFEST.in")
+SOURCES = ("jrnn", "pyproject.toml", "setup.py", "README.md", "LICENSE", "CHANGELOG.md", "MANIFEST.in")
 
 pytestmark = pytest.mark.package
 
@@ -98,6 +98,9 @@ def test_wheel_installs_in_a_fresh_venv_and_runs_outside_the_checkout(dists, tmp
   assert module == os.path.join(site, "jrnn", "__init__.py") and site.startswith(str(venv)), where
   assert not module.startswith(ROOT + os.sep)
   assert os.path.isfile(os.path.join(site, "jrnn", "py.typed"))
+  # The wheel carries the compiled CPU kernel (setup.py), and it loads with the scipy-openblas32 pip installed.
+  loaded = _run([python, "-c", "import jrnn; print(jrnn.cpu_kernel_available())"], cwd=tmp_path)
+  assert loaded == "True\n", loaded
 
   usage = _run([jrnn_cmd, "--help"], cwd=tmp_path)
   assert usage.startswith("usage: jrnn") and all(c in usage for c in ("train", "generate", "bench"))

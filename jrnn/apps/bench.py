@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import platform
@@ -44,7 +45,8 @@ from jrnn.apps.bench_plot import plot as plot
 
 GATES = bench_models.GATES
 Config = bench_models.Config
-LIBRARIES = bench_models.LIBRARIES
+# bench_models' columns and kernel="cpu" (jrnn._cpu_kernel: the time loop as one compiled call per layer and pass).
+LIBRARIES = {**bench_models.LIBRARIES, "jrnn_cpu": functools.partial(bench_models.jrnn_fns, kernel="cpu")}
 _jrnn_fns = bench_models.jrnn_fns
 
 

@@ -147,7 +147,8 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument(
     "--kernel",
     choices=experiments.KERNELS,
-    help="what runs an LSTM: auto (default: the XLA scan where cuDNN was not measured faster), xla, or cudnn (GPU)",
+    help="what runs the recurrence: auto (default: a fused kernel where it applies and was measured faster, else the "
+    "XLA scan), xla, cudnn (an LSTM on a GPU) or cpu (elman, gru, lstm: jrnn's compiled CPU kernel)",
   )
   t.add_argument("--checkpoint-dir", help="where checkpoints, history.json and loss.png go (default runs/TASK)")
   t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --checkpoint-dir")

@@ -79,7 +79,7 @@ SCANS = ("auto", "sequential", "associative")
 PROJECTIONS = ("auto", "hoisted", "per_step")
 REMATS = ("none", "step", "sqrt")  # or a positive int chunk length
 VJPS = ("autodiff", "fused")
-KERNELS = ("auto", "xla", "cudnn")
+KERNELS = ("auto", "xla", "cudnn", "cpu")
 PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")  # None: JAX's default
 
 # Defaults per task, measured on 2 shared CPU cores: adding reaches test MSE < 0.01 at T = 100 by step

@@ -1,0 +1,347 @@
+r"""``kernel="cpu"``: the time loop of elman, gru and lstm layers as one compiled call per layer and pass.
+
+On a CPU, XLA pays a fixed cost per operation inside a ``while`` loop, and a
+training step's loop body has dozens of them: at small hidden sizes that
+overhead, not arithmetic, sets the time (``benchmarks/NOTES.md``). This
+kernel runs the whole recurrence of one layer, forward or backward, as one
+XLA custom call (:func:`jax.ffi.ffi_call` into ``jrnn/csrc/recurrence.cc``),
+the schedule of cuDNN's and oneDNN's fused RNNs (Appleyard et al. 2016). A
+step is split as in :mod:`jrnn._fused`:
+
+.. math::
+
+   p_t = x_t W_x + b, \qquad q_t = h_{t-1} W_h \,(+\, b_{hn}), \qquad
+   (c_t, h_t) = \mathrm{update}(c_{t-1}, p_t, q_t)
+
+The projection ``p`` of all ``T`` steps is one GEMM in XLA, before the
+call. The forward call walks ``t = 1 … T`` (``T … 1`` with ``reverse``); per
+step it computes ``q_t`` for the whole batch with one small GEMM through
+OpenBLAS and the gate arithmetic in one pass over ``[B, G·H]`` (G = 1, 3, 4
+for Elman, GRU, LSTM; gates in the order of :func:`jrnn.gru` (r, z, n) and
+:func:`jrnn.lstm` (i, f, g, o)). Under differentiation it stores the activated gates, ``\tanh c_t``,
+``c_{t-1}`` (LSTM), ``q_n`` (GRU) and the carry ``h_{t-1}`` of every step.
+In float32 the activations are branch-free polynomial forms of ``exp`` and
+``tanh`` (within a few ulps), compiled for AVX-512, AVX2 and the baseline
+x86-64 and picked by the CPU at load time, so that the gate pass vectorizes
+as XLA's own elementwise code does; float64 uses the C library's.
+
+The backward call walks the steps the other way, carrying only
+``\bar h = ∂L/∂h_t`` (and ``\bar c``, LSTM). With ``g = \bar h_t + ∂L/∂y_t``
+it emits ``\bar p_t`` and ``\bar h_{t-1} = (∂h_t/∂h_{t-1})_{\text{direct}} +
+\bar q_t W_h^\top`` (one more small GEMM):
+
+* Elman, ``h_t = \tanh(a_t)``: ``\bar p_t = \bar q_t = g (1 - h_t^2)``.
+* GRU: ``\bar n = g (1 - z)(1 - n^2)``, ``\bar z = g (h_{t-1} - n) z (1 - z)``,
+  ``\bar r = \bar n\, q_n\, r (1 - r)``; ``\bar p = [\bar r, \bar z, \bar n]``,
+  ``\bar q = [\bar r, \bar z, r \bar n]`` and the direct term ``g z``.
+* LSTM: ``\bar c_t \mathrel{+}= g\, o (1 - \tanh^2 c_t)``,
+  ``\bar p = \bar q = [\bar c_t g_t i(1-i),\ \bar c_t c_{t-1} f(1-f),\
+  \bar c_t i (1-g_t^2),\ g \tanh(c_t)\, o(1-o)]`` and
+  ``\bar c_{t-1} = \bar c_t f``.
+
+The weight gradients stay in XLA as one GEMM each over all ``T·B`` rows:
+``∂L/∂W_h = Σ h_{t-1}^\top \bar q_t``, ``∂L/∂W_x = Σ x_t^\top \bar p_t``,
+``∂L/∂b = Σ \bar p_t``, ``∂L/∂b_{hn} = Σ r ⊙ \bar n`` (GRU) and
+``∂L/∂x_t = \bar p_t W_x^\top``. The layer is a ``jax.custom_vjp``, so
+``jax.grad`` and the training loop need no change (reverse mode only: no
+``jax.jvp``, no second derivatives).
+
+Padding is right padding: row ``b`` has ``lengths[b]`` real steps; a step
+``t ≥ lengths[b]`` leaves the carry unchanged and outputs zeros, as jrnn's
+masked steps do, so its gradient passes the carry's through. A mask that is
+right padding (each row some True steps then False ones; a row of no True
+step is a length of 0) becomes ``lengths = mask.sum(1)``.
+
+**The build.** ``setup.py`` compiles ``jrnn/csrc/recurrence.cc`` into
+``jrnn/_recurrence*.so`` at install (``pip install .`` or ``-e .``), against
+the XLA FFI headers of ``jaxlib`` and the OpenBLAS of the
+``scipy-openblas32`` wheel (its symbols carry the prefix ``scipy_``), both
+build requirements. The extension is optional: where it does not build (no
+C++ compiler) jrnn installs without it and :func:`cpu_kernel_available` is
+False. The library is a plain shared object loaded with :mod:`ctypes` (the
+handlers go to :func:`jax.ffi.register_ffi_target` as capsules), after
+``import scipy_openblas32`` has loaded ``libscipy_openblas.so`` globally, so
+the extension's link to it resolves without an rpath. OpenBLAS runs on
+``BLAS_THREADS`` threads (1: on two cores a second BLAS thread fought XLA's
+own pool and lost, ``benchmarks/NOTES.md``).
+
+References:
+  Appleyard, Kocisky & Blunsom, "Optimizing performance of recurrent neural
+  networks on GPUs", arXiv:1604.01946 (2016).
+  oneDNN, "RNN" primitive (``dnnl::lstm_forward``, ``gru_forward`` with
+  ``lbr_gru``): the fused CPU RNN PyTorch uses, for comparison.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib
+import importlib.machinery
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jrnn import _bidirectional
+from jrnn import _cell
+from jrnn import _elman
+from jrnn import _gru
+from jrnn import _lstm
+
+ELMAN, GRU, LSTM = 0, 1, 2
+_CELLS = {
+  "jrnn.elman": (ELMAN, _elman.ElmanParams),
+  "jrnn.gru": (GRU, _gru.GRUParams),
+  "jrnn.lstm": (LSTM, _lstm.LSTMParams),
+}
+_GATES = {ELMAN: 1, GRU: 3, LSTM: 4}
+_STORED = {ELMAN: 1, GRU: 4, LSTM: 6}  # values kept per step and unit for the backward pass (recurrence.cc)
+_FORWARD, _BACKWARD = "jrnn_recurrence_forward", "jrnn_recurrence_backward"
+
+# OpenBLAS threads for the per-step GEMMs (benchmarks/NOTES.md: 1 on the two-core machine measured).
+BLAS_THREADS = 1
+
+_library: list[ctypes.CDLL] = []  # the loaded extension, kept alive
+
+
+@functools.cache
+def _load() -> str | None:
+  """Loads the extension and registers its handlers once: None, or why it cannot (a sentence)."""
+  ffi = getattr(jax, "ffi", None)
+  if ffi is None or not hasattr(ffi, "ffi_call"):
+    return f"JAX {jax.__version__} has no jax.ffi"
+  here = pathlib.Path(__file__).parent
+  found = [here / f"_recurrence{s}" for s in importlib.machinery.EXTENSION_SUFFIXES]
+  path = next((p for p in found if p.exists()), None)
+  if path is None:
+    return "the extension jrnn/_recurrence was not built when jrnn was installed (it needs a C++ compiler)"
+  try:
+    importlib.import_module("scipy_openblas32")  # loads libscipy_openblas.so globally, which the extension links to
+    lib = ctypes.CDLL(str(path))
+  except (ImportError, OSError) as error:
+    return f"the extension {path.name} did not load: {error}"
+  ffi.register_ffi_target(_FORWARD, ffi.pycapsule(lib.JrnnRecurrenceForward), platform="cpu")
+  ffi.register_ffi_target(_BACKWARD, ffi.pycapsule(lib.JrnnRecurrenceBackward), platform="cpu")
+  lib.JrnnSetBlasThreads(BLAS_THREADS)
+  _library.append(lib)
+  return None
+
+
+def available() -> bool:
+  r"""Whether jrnn's fused CPU recurrence kernel was built at install and loads here.
+
+  ``kernel="cpu"`` (:func:`jrnn.unroll_batch`) needs it, and a CPU as JAX's
+  default backend. It runs the time loop of :func:`jrnn.elman` (tanh),
+  :func:`jrnn.gru` and :func:`jrnn.lstm` layers as one compiled call per
+  layer and pass, forward and backward, with the split
+
+  .. math::
+
+     p_t = x_t W_x + b, \qquad q_t = h_{t-1} W_h, \qquad (c_t, h_t) = \mathrm{update}(c_{t-1}, p_t, q_t)
+
+  of :mod:`jrnn._cpu_kernel` (the projection and the weight gradients are
+  single GEMMs in XLA; the kernel computes ``q_t`` and the update step by
+  step), the schedule of Appleyard et al. (2016). It is built when jrnn is
+  installed from source with a C++ compiler present; without one, jrnn runs
+  on the XLA scan and this is False.
+
+  Returns:
+    True if the extension loaded and its handlers are registered with XLA.
+
+  References:
+    Appleyard, Kocisky & Blunsom, "Optimizing performance of recurrent neural
+    networks on GPUs", arXiv:1604.01946 (2016).
+
+  Example:
+    >>> import jrnn
+    >>> isinstance(jrnn.cpu_kernel_available(), bool)
+    True
+  """
+  return _load() is None
+
+
+def why_unavailable() -> str | None:
+  """Why the extension is not loaded (a sentence), or None when it is."""
+  return _load()
+
+
+def _is_tanh_elman(cell) -> bool:
+  """Whether an elman cell's activation is tanh (read from its update's closure, the ``phi`` of ``jrnn.elman``)."""
+  update = cell.kind.update
+  names: tuple[str, ...] = getattr(getattr(update, "__code__", None), "co_freevars", ())
+  cells: tuple[Any, ...] = getattr(update, "__closure__", None) or ()
+  closure = {name: c.cell_contents for name, c in zip(names, cells)}
+  return closure.get("phi") is jnp.tanh
+
+
+def _support(cell, params) -> str | None:
+  """None if the kernel runs ``cell`` with ``params`` (stacks, bidirectional layers: each layer), else why not."""
+  if cell.name in _CELLS and isinstance(cell.kind, _cell.AffineRecurrence):
+    code, params_type = _CELLS[cell.name]
+    if not isinstance(params, params_type):
+      return f"{cell.name} with params of type {type(params).__name__}, not {params_type.__name__}"
+    if code == ELMAN and not _is_tanh_elman(cell):
+      return "the CPU kernel runs jrnn.elman with activation='tanh' only"
+    return None
+  if isinstance(cell.kind, _cell.SequenceLayer) and cell.name == "jrnn.stack" and cell.kind.layers:
+    for i, (c, p) in enumerate(zip(cell.kind.layers, params)):
+      why = _support(c, p)
+      if why is not None:
+        return f"layer {i} of the stack: {why}"
+    return None
+  if isinstance(cell.kind, _cell.SequenceLayer) and cell.name == "jrnn.bidirectional":
+    for direction, c in zip(_bidirectional.BidirectionalParams._fields, cell.kind.layers):
+      why = _support(c, getattr(params, direction))
+      if why is not None:
+        return f"the {direction} direction of the bidirectional layer: {why}"
+    return None
+  return (
+    "the CPU kernel runs jrnn.elman (tanh), jrnn.gru and jrnn.lstm, and jrnn.stack and jrnn.bidirectional "
+    f"compositions of them, not {cell.name}"
+  )
+
+
+def unsupported(cell, params, xs, mask, reset, options) -> str | None:
+  """Why the CPU kernel cannot run this call (a sentence), or None if it can (a traced mask's values aside)."""
+  why = _load()
+  if why is not None:
+    return f"kernel='cpu' needs jrnn's compiled CPU kernel, which is not available: {why}"
+  if jax.default_backend() != "cpu":
+    return f"kernel='cpu' runs on a CPU; JAX's default backend is {jax.default_backend()!r}"
+  why = _support(cell, params)
+  if why is not None:
+    return why
+  dtypes = {jnp.result_type(x) for x in [xs, *jax.tree_util.tree_leaves(params)]}
+  if len(dtypes) != 1 or not dtypes <= {jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)}:
+    return f"the CPU kernel takes float32 or float64 params and inputs of one dtype, got {sorted(map(str, dtypes))}"
+  for what, ok in (
+    ("a reset", reset is None),
+    (f"remat={options.remat!r}", options.remat is None),
+    (f"scan={options.scan!r}", options.scan != "associative"),
+  ):
+    if not ok:
+      return f"{what} runs on the XLA scan only"
+  if options.precision is not None and jax.lax.Precision(options.precision) == jax.lax.Precision.DEFAULT:
+    return f"precision={options.precision!r} (one bfloat16 pass) is not implemented by the CPU kernel"
+  m = _concrete(mask)
+  if m is not None and not right_padded_rows(m).all():
+    return "the mask must be right padding (each row some True steps, then False ones)"
+  return None
+
+
+def _concrete(x):
+  """``x`` as a NumPy array, or None if it is None or traced."""
+  try:
+    return None if x is None else np.asarray(x)
+  except jax.errors.TracerArrayConversionError:
+    return None
+
+
+def right_padded_rows(mask):
+  """Per row of ``mask [B, T]``: True steps then False ones (none True is a length of 0); NumPy or JAX."""
+  lengths = mask.sum(axis=1)
+  steps = (jnp if isinstance(mask, jax.Array) else np).arange(mask.shape[1])
+  return (mask == (steps[None, :] < lengths[:, None])).all(axis=1)
+
+
+def batch(cell, params, carry, xs, mask, options, xla_run, *, required: bool) -> tuple[Any, jax.Array]:
+  """``unroll_batch`` on the CPU kernel; ``xla_run()`` is the XLA path for masks it cannot take.
+
+  A traced ``mask`` is checked on the device, as :func:`jrnn._cudnn.batch`
+  does: with ``required`` (``kernel="cpu"``) the rows that are not right
+  padding come back as NaN; else (``"auto"``) a ``lax.cond`` runs the XLA
+  path for the whole batch when any row is not.
+  """
+  if mask is None or _concrete(mask) is not None:
+    return run(cell, params, carry, xs, mask, options.reverse)
+  if required:
+    good = right_padded_rows(mask)
+    carry, hs = run(cell, params, carry, xs, mask, options.reverse)
+
+    def poison(x):
+      return jnp.where(good.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan)
+
+    return jax.tree_util.tree_map(poison, carry), poison(hs)
+  return jax.lax.cond(
+    right_padded_rows(mask).all(), lambda: run(cell, params, carry, xs, mask, options.reverse), xla_run
+  )
+
+
+def run(cell, params, carry, xs, mask, reverse) -> tuple[Any, jax.Array]:
+  """The checked call on the kernel: ``xs [B, T, I]``, ``mask [B, T]`` right padding or None."""
+  B, T, _ = xs.shape
+  lengths = jnp.full((B,), T, jnp.int32) if mask is None else mask.sum(axis=1, dtype=jnp.int32)
+  return _run(cell, params, carry, xs, lengths, reverse)
+
+
+def _run(cell, params, carry, xs, lengths, reverse):
+  if cell.name in _CELLS:
+    return _layer(_CELLS[cell.name][0], bool(reverse))(params, carry, xs, lengths)
+  if cell.name == "jrnn.stack":
+    finals = []
+    for c, p, c0 in zip(cell.kind.layers, params, carry):
+      final, xs = _run(c, p, c0, xs, lengths, reverse)
+      finals.append(final)
+    return tuple(finals), xs
+  forward, backward = cell.kind.layers
+  cf, hf = _run(forward, params.forward, carry.forward, xs, lengths, reverse)
+  cb, hb = _run(backward, params.backward, carry.backward, xs, lengths, not reverse)
+  return _bidirectional.BidirectionalCarry(cf, cb), jnp.concatenate([hf, hb], axis=-1)
+
+
+@functools.cache
+def _layer(code: int, reverse: bool):
+  """The custom-VJP layer ``(params, carry, xs [B, T, I], lengths [B]) -> (carry, hs [B, T, H])`` of one cell."""
+  attrs = dict(cell=np.int32(code), reverse=reverse)
+
+  def split(carry):
+    return (carry.h, carry.c) if code == LSTM else (carry, jnp.zeros_like(carry))
+
+  def run(params, carry, xs, lengths, store):
+    """The forward call; ``store``: keep what the backward pass needs (``ws``, ``hprev``), else size 0."""
+    h0, c0 = split(carry)
+    (B, T, _), H = xs.shape, params.wh.shape[0]
+    p = _cell.affine(xs, params.wx, params.b)  # [B, T, G·H]: the kernel reads the batch-major layout
+    bhn = params.bhn if code == GRU else jnp.zeros((H,), p.dtype)
+    shape = lambda *s: jax.ShapeDtypeStruct(s, p.dtype)
+    kept = (shape(T, B, _STORED[code] * H), shape(B, T, H)) if store else (shape(0), shape(0))
+    results = (shape(B, T, H), shape(B, H), shape(B, H), *kept)
+    call = jax.ffi.ffi_call(_FORWARD, results, vmap_method="sequential")
+    hs, h, c, ws, hprev = call(p, params.wh, bhn, h0, c0, lengths, **attrs)
+    final = _lstm.LSTMCarry(h, c) if code == LSTM else h
+    return (final, hs), (ws, hprev)
+
+  def forward(params, carry, xs, lengths):
+    out, (ws, hprev) = run(params, carry, xs, lengths, store=True)
+    return out, (params, xs, lengths, ws, hprev)
+
+  def backward(residuals, cotangents):
+    params, xs, lengths, ws, hprev = residuals
+    d_final, dhs = cotangents
+    dh, dc = split(d_final)
+    (B, T, _), H = xs.shape, params.wh.shape[0]
+    GH = _GATES[code] * H
+    shape = lambda *s: jax.ShapeDtypeStruct(s, ws.dtype)
+    results = (shape(B, T, GH), shape(B, T, H) if code == GRU else shape(0), shape(B, H), shape(B, H))
+    call = jax.ffi.ffi_call(_BACKWARD, results, vmap_method="sequential")
+    dp, dqn, dh0, dc0 = call(ws, hprev, params.wh, lengths, dhs, dh, dc, **attrs)
+    dq = jnp.concatenate([dp[..., : 2 * H], dqn], axis=-1) if code == GRU else dp
+    # The weight gradients: one product over all T·B rows each.
+    dwh = hprev.reshape(B * T, H).T @ dq.reshape(B * T, GH)
+    _, project_vjp = jax.vjp(lambda wx, b, x: _cell.affine(x, wx, b), params.wx, params.b, xs)
+    dwx, db, dxs = project_vjp(dp)
+    grads = params._replace(wx=dwx, wh=dwh, b=db)
+    if code == GRU:
+      grads = grads._replace(bhn=dqn.sum(axis=(0, 1)))
+    d_carry = _lstm.LSTMCarry(dh0, dc0) if code == LSTM else dh0
+    return grads, d_carry, dxs, None  # no cotangent for the integer lengths
+
+  @jax.custom_vjp
+  def layer(params, carry, xs, lengths):  # the primal (no gradient to come): nothing stored
+    return run(params, carry, xs, lengths, store=False)[0]
+
+  layer.defvjp(forward, backward)
+  return layer
