@@ -6,16 +6,18 @@
 * :mod:`chars`: character-level language modelling on ``pydoc_data.topics``.
 * :mod:`sunspots`: yearly sunspots, one-step forecasting (needs statsmodels).
 * :mod:`transduction`: sequence to sequence: dates to ISO form, string reversal.
+* :mod:`words`: word-level language modelling on the standard library's source.
 
 ``dogs``, ``adding`` and ``copy`` are functions defined in private modules
 (``_dogs.py`` ...) and re-exported here, so ``jrnn.tasks.copy`` is the
 function and no submodule of the same name shadows it; ``chars``,
-``sunspots`` and ``transduction`` are public submodules.
+``sunspots``, ``transduction`` and ``words`` are public submodules.
 """
 
 from jrnn.tasks import chars as chars
 from jrnn.tasks import sunspots as sunspots
 from jrnn.tasks import transduction as transduction
+from jrnn.tasks import words as words
 from jrnn.tasks._adding import AddingData as AddingData
 from jrnn.tasks._adding import adding as adding
 from jrnn.tasks._adding import adding_baseline as adding_baseline
@@ -45,4 +47,5 @@ __all__ = (
   "dogs",
   "sunspots",
   "transduction",
+  "words",
 )
