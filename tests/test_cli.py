@@ -127,6 +127,32 @@ def test_chars_train_then_generate(tmp_path, capsys):
   assert set(text[:-1]) <= set(vocab)
 
 
+def test_words_with_dropout_resumes_bit_identical_then_generates(tmp_path, capsys):
+  """The dropout masks are a function of the step: 2 steps, then --resume to 4, equal 4 steps straight."""
+  argv = ["train", "--task", "words", "--hidden", "8", "--batch", "4", "--seq-len", "6", "--train-tokens", "3000"]
+  argv += ["--dropout", "0.3", "--eval-every", "2", "--no-progress"]
+  whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
+  assert cli.main(argv + ["--steps", "4", "--checkpoint-dir", whole]) == 0
+  out = capsys.readouterr().out
+  assert "Kneser-Ney trigram (3,000 training tokens)" in out and "test_ppl" in out and "sample" in out
+  assert cli.main(argv + ["--steps", "2", "--checkpoint-dir", split]) == 0
+  assert (
+    cli.main(["train", "--task", "words", "--steps", "4", "--checkpoint-dir", split, "--resume", "--no-progress"]) == 0
+  )
+  a, b = _params(whole), _params(split)
+  assert b.step == 4 and checkpoint.read_metadata(split)["config"]["dropout"] == 0.3
+  for x, y in zip(
+    jax.tree_util.tree_leaves((a.params, a.opt_state)), jax.tree_util.tree_leaves((b.params, b.opt_state))
+  ):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  capsys.readouterr()
+  assert cli.main(["generate", "--checkpoint-dir", whole, "--prime", "import os\n", "--length", "12"]) == 0
+  text = capsys.readouterr().out
+  assert text.startswith("import os\n")
+  vocab = set(checkpoint.read_metadata(whole)["vocab"])
+  assert set(text.split()) - {"import", "os"} <= vocab and len(text.split()) >= 2
+
+
 def _bad(argv, capsys, match):
   assert cli.main(argv) == 2
   err = capsys.readouterr().err
@@ -149,6 +175,10 @@ def _bad(argv, capsys, match):
     (["train", "--task", "chars", "--batch", "1000000"], "too few for 1000000 streams"),
     (["train", "--task", "adding", "--attention", "dot"], "--attention applies to the encoder-decoder tasks"),
     (["train", "--task", "dates", "--cell", "elman"], "--task dates runs --cell gru or lstm"),
+    (["train", "--task", "chars", "--dropout", "0.2"], "--dropout apply to --task words, not chars"),
+    (["train", "--task", "words", "--dropout", "1"], "--dropout must be in [0, 1)"),
+    (["train", "--task", "words", "--train-tokens", "1"], "--train-tokens must be an integer of at least 2"),
+    (["train", "--task", "words", "--layers", "0"], "--layers must be a positive integer"),
   ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, match, capsys):

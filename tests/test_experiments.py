@@ -20,6 +20,7 @@ TINY = {
   "sunspots": dict(hidden=8, batch=16, seq_len=10, lr=0.01),
   "dates": dict(hidden=16, batch=32, lr=0.01),
   "reverse": dict(hidden=16, batch=32, seq_len=5, lr=0.01, attention="dot"),
+  "words": dict(hidden=16, batch=4, seq_len=8, lr=0.01, train_tokens=4000),
 }
 
 

@@ -9,13 +9,14 @@
   jrnn train --task chars --precision highest           # float32 matmuls on TPU
   jrnn train --task dates --attention none              # the plain encoder-decoder, for comparison
   jrnn generate --checkpoint-dir runs/chars --prime "def " --length 300 --temperature 0.8
+  jrnn train --task words --dropout 0 --train-tokens 500000   # the word-level LM, without dropout
 
   # one process per host (or two on one machine); the same command in each, but the id
   jrnn train --task adding --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0
   jrnn train --task adding --distributed   # Cloud TPU, SLURM, Open MPI: JAX finds the rest
 
 ``train`` prints a progress bar and the evaluations, then the final metric
-beside the task's baselines (and, for ``chars``, a sample); it leaves
+beside the task's baselines (and, for ``chars`` and ``words``, a sample); it leaves
 ``history.json`` and ``loss.png`` beside the checkpoints. ``--steps`` is the
 total: ``--resume`` trains from the last checkpoint up to it. ``--scan``,
 ``--projection``, ``--remat``, ``--vjp``, ``--precision`` and ``--kernel`` are
@@ -67,6 +68,9 @@ _CONFIG_FLAGS = (
   "precision",
   "kernel",
   "attention",
+  "layers",
+  "dropout",
+  "train_tokens",
 )
 
 
@@ -115,6 +119,13 @@ def _parser() -> argparse.ArgumentParser:
     "--attention",
     choices=("none", "additive", "dot", "general"),
     help="dates, reverse: the decoder's attention (default additive; none: the plain encoder-decoder)",
+  )
+  t.add_argument("--layers", type=int, help="words: stacked recurrent layers (default 2)")
+  t.add_argument(
+    "--dropout", type=float, help="words: drop probability of every non-recurrent connection (default 0.5; 0: none)"
+  )
+  t.add_argument(
+    "--train-tokens", type=int, help="words: train on the first N tokens of the training split (default: all)"
   )
   t.add_argument("--clip-norm", type=float, help="clip gradients to this global norm")
   t.add_argument("--seed", type=int, help="seed of the initial params and the data (default 0)")
@@ -182,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
   sub.add_parser(
     "bench", help="time jrnn vs Flax vs PyTorch across sequence lengths (jrnn bench --help)", add_help=False
   )
-  g = sub.add_parser("generate", help="sample text from a chars checkpoint")
+  g = sub.add_parser("generate", help="sample text from a chars or words checkpoint")
   g.add_argument("--checkpoint-dir", required=True)
   g.add_argument("--prime", default="\n", help="text the model reads first (default: a newline)")
   g.add_argument("--length", type=int, default=300)
@@ -315,6 +326,7 @@ def cmd_train(args) -> int:
   from jrnn import train
   from jrnn.apps import experiments
   from jrnn.apps import run
+  from jrnn.apps import wordlm
   from jrnn.tasks import chars
 
   joining = _distributed_args(args)
@@ -409,6 +421,11 @@ def cmd_train(args) -> int:
       temperature=0.8,
     )
     print("sample (temperature 0.8):\n" + text)
+  if config["task"] == "words":
+    text = wordlm.sample_text(
+      exp.cell, params, (exp.metadata or {})["vocab"], "", 100, jax.random.key(config["seed"]), temperature=0.8
+    )
+    print("sample (temperature 0.8):\n" + text)
   history[f"final_{exp.metric}"] = [final[exp.metric]]
   run.write_outputs(directory, history, exp, config)
   print(f"wrote {os.path.join(directory, 'loss.png')} and history.json", flush=True)
@@ -435,12 +452,25 @@ def cmd_generate(args) -> int:
   except checkpoint.CheckpointError as e:
     raise UsageError(str(e)) from None
   config = meta.get("config", {})
-  if config.get("task") != "chars":
+  if config.get("task") not in ("chars", "words"):
     raise UsageError(
-      f"generate needs a chars checkpoint; {args.checkpoint_dir} holds a model for "
+      f"generate needs a chars or words checkpoint; {args.checkpoint_dir} holds a model for "
       f"task {config.get('task', 'unknown')!r}."
     )
   vocab = meta["vocab"]
+  if config["task"] == "words":
+    from jrnn.apps import wordlm
+
+    exp, state, _ = run.setup_run(config)
+    state = checkpoint.restore(args.checkpoint_dir, state)
+    try:
+      text = wordlm.sample_text(
+        exp.cell, state.params, vocab, args.prime, args.length, jax.random.key(args.seed), temperature=args.temperature
+      )
+    except ValueError as e:  # a prime tokenize cannot read
+      raise UsageError(f"--prime: {e}") from None
+    print(text)
+    return 0
   missing = sorted(set(args.prime) - set(vocab))
   if missing:
     raise UsageError(f"--prime has characters not in the model's vocabulary: {''.join(missing)!r}.")

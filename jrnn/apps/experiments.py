@@ -23,12 +23,18 @@ chars      many-to-many  window ``i`` of ``B`` streams (TBPTT)  valid CE vs bigr
 sunspots   many-to-one   ``B`` random training windows          test MSE vs persistence
 dates      seq2seq       ``B`` random (date, ISO date) pairs    test CE vs no-source
 reverse    seq2seq       ``B`` random (string, reverse) pairs   test CE vs no-source
+words      many-to-many  window ``i`` of ``B`` streams (TBPTT)  valid ppl vs n-grams
 =========  ============  =====================================  ======================
 
 ``dates`` and ``reverse`` train the encoder-decoder of :mod:`jrnn.apps.seq2seq`
 (``--attention none`` for the plain one) on :mod:`jrnn.tasks.transduction`'s
 pairs and report the greedy decodings' exact-match accuracy too; reverse's
 ``_longer`` metrics are on strings longer than any seen in training.
+
+``words`` trains the language model of :mod:`jrnn.apps.wordlm` (embedding,
+``layers`` stacked cells, dropout, tied output layer) on
+:mod:`jrnn.tasks.words`; ``train_tokens`` keeps only the first tokens of the
+training split, and the baselines are counted on those same tokens.
 
 In a multi-process run each process builds the experiment with ``rows``, its
 share of the global batch (:func:`jrnn.distributed.process_rows`): ``batch_fn``
@@ -63,7 +69,7 @@ from jrnn.tasks import dogs as dogs_data
 from jrnn.tasks import sunspots as sunspots_task
 
 CELLS = {"elman": jrnn.elman, "gru": jrnn.gru, "lstm": jrnn.lstm}
-TASKS = ("dogs", "adding", "copy", "chars", "sunspots", "dates", "reverse")
+TASKS = ("dogs", "adding", "copy", "chars", "sunspots", "dates", "reverse", "words")
 
 # How the sequence runs (jrnn.unroll's options), the same default for every task. A config saved before
 # these keys existed resolves to these defaults, i.e. the behaviour it was trained with.
@@ -126,7 +132,23 @@ DEFAULTS = {
     eval_every=250,
     attention="additive",
   ),
+  # words: Zaremba et al.'s small model (2 x 200, windows of 35, batch 20) with Adam; train_tokens None: all
+  "words": dict(
+    cell="lstm",
+    hidden=200,
+    steps=3000,
+    batch=20,
+    lr=0.003,
+    optimizer="adam",
+    seq_len=35,
+    clip_norm=1.0,
+    eval_every=250,
+    layers=2,
+    dropout=0.5,
+    train_tokens=None,
+  ),
 }
+WORDS_FLAGS = ("layers", "dropout", "train_tokens")  # the config keys that only --task words takes
 SEQ2SEQ_TASKS = ("dates", "reverse")  # encoder-decoders (jrnn.apps.seq2seq); --attention applies to these
 ATTENTIONS = ("none", "additive", "dot", "general")
 
@@ -204,6 +226,16 @@ def resolve(config: dict) -> dict:
     raise ConfigError(f"--attention must be one of {', '.join(ATTENTIONS)}; got {out['attention']!r}.")
   if task not in SEQ2SEQ_TASKS and out.get("attention") is not None:
     raise ConfigError(f"--attention applies to the encoder-decoder tasks ({', '.join(SEQ2SEQ_TASKS)}), not {task}.")
+  if task != "words" and any(out.get(k) is not None for k in WORDS_FLAGS):
+    given = ", ".join("--" + k.replace("_", "-") for k in WORDS_FLAGS if out.get(k) is not None)
+    raise ConfigError(f"{given} apply to --task words, not {task}.")
+  if task == "words":
+    if not _checks.is_positive_int(out["layers"]):
+      raise ConfigError(f"--layers must be a positive integer, got {out['layers']!r}.")
+    if not (isinstance(out["dropout"], (int, float)) and 0 <= out["dropout"] < 1):
+      raise ConfigError(f"--dropout must be in [0, 1), got {out['dropout']!r}.")
+    if out["train_tokens"] is not None and not _checks.is_int_at_least(out["train_tokens"], 2):
+      raise ConfigError(f"--train-tokens must be an integer of at least 2, got {out['train_tokens']!r}.")
   if task == "dogs" and (out["seq_len"] != 3 or out["batch"] != 1):
     raise ConfigError("the dogs task is the one sequence d-o-g: it needs --seq-len 3 and --batch 1.")
   if task == "adding" and out["seq_len"] < 2:
@@ -457,6 +489,12 @@ def _sunspots(config, key, rows):
   )
 
 
+def _words(config, key, rows):
+  from jrnn.apps import wordlm  # it builds on this module
+
+  return wordlm.experiment(config, key, rows)
+
+
 def _seq2seq(task):
   def builder(config, key, rows):
     from jrnn.apps import seq2seq  # it builds on this module
@@ -474,6 +512,7 @@ _BUILDERS = {
   "sunspots": _sunspots,
   "dates": _seq2seq("dates"),
   "reverse": _seq2seq("reverse"),
+  "words": _words,
 }
 
 
