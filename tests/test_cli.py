@@ -199,7 +199,7 @@ def test_impossible_combinations_exit_2(adding_run, tmp_path, capsys, monkeypatc
     capsys,
     "--hidden 7 differs from the checkpoint's 6",
   )
-  _bad(["generate", "--checkpoint-dir", adding_run], capsys, "needs a chars checkpoint")
+  _bad(["generate", "--checkpoint-dir", adding_run], capsys, "needs a chars or words checkpoint")
   _bad(["generate", "--checkpoint-dir", empty], capsys, "no checkpoint found")
   _bad(["generate", "--checkpoint-dir", adding_run, "--temperature", "0"], capsys, "--temperature must be positive")
   monkeypatch.setitem(sys.modules, "statsmodels.datasets", None)  # as if statsmodels were not installed

@@ -56,8 +56,12 @@ def test_eight_devices_match_the_single_device_run(eight_devices):
   assert info["device_count"] == 8 and info["mesh_shape"] == {"data": 8}
   assert jax.device_count() == 1
   assert sorted(reference) == sorted(sharded)
-  for name in reference:  # float32; the only difference is the order of the batch sums
-    np.testing.assert_allclose(sharded[name], reference[name], rtol=1e-5, atol=1e-6, err_msg=name)
+  # float32; the only difference is the order of the batch sums. Adam divides by sqrt(v): where an entry's
+  # gradient is near zero, a rounding difference moves its update by up to lr = 1e-2 times that difference's
+  # relative size, so after 5 steps an entry may differ by ~1e-6 (1.8e-6 measured on an AMD EPYC). atol 1e-5
+  # is still 1/5000 of the 5 * lr an entry can move: a wrong gradient or a missing all-reduce fails it.
+  for name in reference:
+    np.testing.assert_allclose(sharded[name], reference[name], rtol=1e-5, atol=1e-5, err_msg=name)
   print(
     "max |params_8 - params_1|:",
     max(float(np.max(np.abs(sharded[k] - reference[k]))) for k in reference if "_param" in k),
