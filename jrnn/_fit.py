@@ -54,6 +54,7 @@ def fit(
   steps: int,
   start_step: int = 0,
   carry: Any = None,
+  key: jax.Array | None = None,
   eval_fn: Callable[[Any], dict] | None = None,
   eval_every: int = 0,
   save_fn: Callable[[int, Any, Any, Any], None] | None = None,
@@ -70,16 +71,19 @@ def fit(
     params, opt_state: the starting state.
     batch_fn: ``i -> batch`` for step ``i`` (0-based). Making the batch a pure
       function of ``i`` (e.g. of ``jax.random.fold_in(key, i)``) makes a
-      resumed run see exactly the batches an uninterrupted one would. The
-      same holds for a step's randomness: for :func:`jrnn.dropout` and
-      :func:`jrnn.weight_drop`, put ``jax.random.fold_in(key, i)`` in the
-      batch and split it in the loss; a resumed run is then bit-identical.
+      resumed run see exactly the batches an uninterrupted one would.
     steps: the step number to stop at (the total, not the number of new steps).
     start_step: the step to start from (a restored checkpoint's step).
     carry: for stateful (truncated BPTT) training, the initial carry. The step
       is then called as ``step(params, opt_state, (batch, carry))``, must have
       been built with ``has_aux=True`` and return the next carry as its aux.
       A skipped step keeps the previous carry.
+    key: for a step built with ``make_step(..., has_rng=True)`` (dropout and
+      the other random regularisers): step ``i`` is called with the extra
+      argument ``jax.random.fold_in(key, i)``. Each step draws fresh masks;
+      they depend only on ``key`` and ``i``, so the run is deterministic for
+      its key and a run resumed at ``start_step`` is bit-identical to an
+      uninterrupted one.
     eval_fn: ``params -> {name: float}``, run every ``eval_every`` steps and
       after the last step.
     save_fn: ``(i, params, opt_state, carry) -> None`` called after step ``i``
@@ -125,6 +129,14 @@ def fit(
   if start_step >= steps:
     raise ValueError(f"jrnn.train.fit: start_step ({start_step}) must be below steps ({steps}); nothing to do.")
   stateful = carry is not None
+  if key is not None and not (
+    isinstance(key, jax.Array)
+    and (jax.numpy.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == np.uint32 and key.shape == (2,)))
+  ):
+    raise TypeError(
+      "jrnn.train.fit: key must be a PRNG key (jax.random.key(seed)) or None, "
+      f"got {type(key).__name__} {getattr(key, 'dtype', '')} {getattr(key, 'shape', '')}."
+    )
   rows = {"step": [], "loss": [], "grad_norm": [], "skipped": [], "time": []}
   evals: dict[str, list] = {"eval_step": []}
 
@@ -144,10 +156,11 @@ def fit(
   ) as bar:
     for i in range(start_step, steps):
       batch = batch_fn(i)
+      rng = () if key is None else (jax.random.fold_in(key, i),)
       if stateful:
-        new_params, new_opt_state, metrics, new_carry = step(params, opt_state, (batch, carry))
+        new_params, new_opt_state, metrics, new_carry = step(params, opt_state, (batch, carry), *rng)
       else:
-        (new_params, new_opt_state, metrics), new_carry = step(params, opt_state, batch), None
+        (new_params, new_opt_state, metrics), new_carry = step(params, opt_state, batch, *rng), None
       loss, grad_norm, skipped = (np.asarray(m) for m in jax.device_get(tuple(metrics)))
       finite = bool(np.isfinite(loss) and np.isfinite(grad_norm))
       consecutive_skips = consecutive_skips + 1 if skipped else 0

@@ -249,7 +249,8 @@ def zoneout_carry(cell: _cell.Cell, params: Any, key: jax.Array, *, batch: int |
     cell: a cell with :func:`zoneout` somewhere in it.
     params: its params.
     key: a JAX random key (``threefry2x32``, JAX's default); a new one for
-      every training step, e.g. ``jax.random.fold_in(key, step)``.
+      every training step, e.g. the key :func:`jrnn.train.fit` passes with
+      ``key=`` to a step built with ``make_step(..., has_rng=True)``.
     batch: the batch size, or None for one sequence.
 
   Returns:

@@ -169,23 +169,24 @@ class DataParallelStep:
   def __init__(self, sharded: Callable[..., tuple], mesh: Mesh, axis: str):
     self._sharded, self.mesh, self.axis = sharded, mesh, axis
 
-  def _place(self, params, opt_state, batch):
-    params, opt_state = replicate((params, opt_state), self.mesh)
-    return params, opt_state, shard_batch(batch, self.mesh, axis=self.axis)
+  def _place(self, params, opt_state, batch, *rest):
+    params, opt_state, rest = replicate((params, opt_state, rest), self.mesh)
+    return (params, opt_state, shard_batch(batch, self.mesh, axis=self.axis), *rest)
 
-  def __call__(self, params, opt_state, batch) -> tuple:
-    return self._sharded(*self._place(params, opt_state, batch))
+  def __call__(self, params, opt_state, batch, *rest) -> tuple:
+    return self._sharded(*self._place(params, opt_state, batch, *rest))
 
-  def lower(self, params, opt_state, batch):
+  def lower(self, params, opt_state, batch, *rest):
     """The jitted step lowered for these inputs, to inspect the program (``.compile().as_text()``)."""
-    return self._sharded.lower(*self._place(params, opt_state, batch))
+    return self._sharded.lower(*self._place(params, opt_state, batch, *rest))
 
 
 def data_parallel(step: Callable[..., tuple], mesh: Mesh | None = None, *, axis: str = DATA_AXIS) -> DataParallelStep:
   """Jits ``step(params, opt_state, batch)`` to run data-parallel over ``mesh``.
 
-  The returned step places its inputs (batch split over ``axis``, params and
-  optimizer state replicated) and constrains its outputs: params, optimizer
+  The returned step places its inputs (batch split over ``axis``, params,
+  optimizer state and any further argument, such as the key of a step built
+  with ``has_rng=True``, replicated) and constrains its outputs: params, optimizer
   state and metrics replicated; an aux output (the carry of truncated BPTT)
   split over ``axis`` wherever its leading dimension is the batch's. One
   ``jax.jit``; no ``pmap``.
@@ -206,8 +207,8 @@ def data_parallel(step: Callable[..., tuple], mesh: Mesh | None = None, *, axis:
   split, whole = NamedSharding(mesh, P(axis)), NamedSharding(mesh, P())
 
   @jax.jit
-  def sharded(params, opt_state, batch):
-    out = step(params, opt_state, batch)
+  def sharded(params, opt_state, batch, *rest):  # rest: the key of a step with has_rng=True, replicated
+    out = step(params, opt_state, batch, *rest)
     rows = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(batch) if np.ndim(x) > 0}
     replicated = jax.lax.with_sharding_constraint(tuple(out[:3]), whole)
     aux = jax.tree_util.tree_map(

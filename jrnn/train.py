@@ -78,13 +78,14 @@ def make_step(
   clip_norm: float | None = None,
   skip_nonfinite: bool = False,
   has_aux: bool = False,
+  has_rng: bool = False,
   mesh: jax.sharding.Mesh | None = None,
 ) -> Callable[..., tuple]:
   """Builds one training step ``(params, opt_state, batch) -> (params, opt_state, metrics)``.
 
   Args:
     loss_fn: ``(params, batch) -> loss`` (a scalar), or ``-> (loss, aux)``
-      with ``has_aux=True``.
+      with ``has_aux=True``; ``(params, batch, key) -> ...`` with ``has_rng=True``.
     optimizer: any optax ``GradientTransformation``; its state is
       ``optimizer.init(params)`` (clipping and skipping keep no state).
     clip_norm: if given, gradients are rescaled to global norm at most
@@ -94,6 +95,12 @@ def make_step(
       effect of ``optax.apply_if_finite``, without its extra state).
     has_aux: see ``loss_fn``; the step then returns
       ``(params, opt_state, metrics, aux)``.
+    has_rng: the loss draws random numbers (dropout, :func:`jrnn.weight_drop`,
+      zoneout): the step is then ``step(params, opt_state, batch, key)`` and
+      hands ``key`` to ``loss_fn``. :func:`fit` with ``key=`` passes
+      ``jax.random.fold_in(key, i)`` at step ``i``: a fresh key per step, a
+      pure function of the run's key and ``i``, so a resumed run draws the
+      same masks as an uninterrupted one.
     mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis (e.g.
       :func:`jrnn.sharding.data_mesh`) to train data-parallel: the step is then
       returned jitted, splits the batch over the data axis and keeps params and
@@ -133,10 +140,20 @@ def make_step(
   if clip_norm is not None and not (isinstance(clip_norm, (int, float)) and clip_norm > 0):
     raise ValueError(f"jrnn.train.make_step: clip_norm must be a positive number or None, got {clip_norm!r}.")
   clip = None if clip_norm is None else optax.clip_by_global_norm(float(clip_norm))
-  grad_fn = jax.value_and_grad(loss_fn if has_aux else lambda p, b: (loss_fn(p, b), None), has_aux=True)
 
-  def step(params, opt_state, batch):
-    (loss, aux), grads = grad_fn(params, batch)
+  def value(params, batch, key):
+    out = loss_fn(params, batch, key) if has_rng else loss_fn(params, batch)
+    return out if has_aux else (out, None)
+
+  grad_fn = jax.value_and_grad(value, has_aux=True)
+
+  def step(params, opt_state, batch, *key):
+    if len(key) != int(has_rng):
+      raise TypeError(
+        "jrnn.train.make_step: the step takes (params, opt_state, batch, key) with has_rng=True and "
+        f"(params, opt_state, batch) without; has_rng={has_rng}, got {3 + len(key)} arguments."
+      )
+    (loss, aux), grads = grad_fn(params, batch, key[0] if has_rng else None)
     grad_norm = _global_norm(grads)
     if clip is not None:
       grads, _ = clip.update(grads, clip.init(params))

@@ -25,7 +25,7 @@ from jrnn import sharding
 from jrnn import train
 
 B, T, STEPS = 32, 10, 5  # adding: many-to-one LSTM, Adam with clipping
-TB, TW, TWINDOWS = 16, 6, 3  # TBPTT: many-to-many GRU over 3 windows, carry passed on
+TB, TW, TWINDOWS = 16, 6, 3  # TBPTT: many-to-many GRU over 3 windows, carry passed on, input dropout
 
 
 def _adding(mesh):
@@ -49,8 +49,9 @@ def _tbptt(mesh):
   kc, kh, kd = jax.random.split(jax.random.key(1), 3)
   params = jax.jit(lambda kc, kh: (cell.init(kc, 3), head.init(kh, 8)))(kc, kh)
 
-  def loss_fn(params, batch):
+  def loss_fn(params, batch, key):  # has_rng: the step's key, replicated on a mesh, drops inputs
     (xs, labels), carry = batch
+    xs = jrnn.dropout(key, 0.25, xs)
     carry, logits = jax.vmap(lambda x, c: jrnn.many_to_many(cell, params[0], head, params[1], x, c))(xs, carry)
     return jrnn.losses.softmax_cross_entropy(logits, labels), carry
 
@@ -60,11 +61,19 @@ def _tbptt(mesh):
     return jax.random.normal(k1, (TB, TW, 3)), jax.random.randint(k2, (TB, TW), 0, 3)
 
   opt = optax.sgd(0.5)
-  step = train.make_step(loss_fn, opt, has_aux=True, mesh=mesh)
+  step = train.make_step(loss_fn, opt, has_aux=True, has_rng=True, mesh=mesh)
   step = step if mesh is not None else jax.jit(step)
   carry = jax.jit(jax.vmap(lambda _: cell.initial_carry(params[0])))(jnp.arange(TB))
   out = train.fit(
-    step, params, jax.jit(opt.init)(params), batch_fn, steps=TWINDOWS, carry=carry, progress=False, verbose=False
+    step,
+    params,
+    jax.jit(opt.init)(params),
+    batch_fn,
+    steps=TWINDOWS,
+    carry=carry,
+    key=jax.random.key(2),
+    progress=False,
+    verbose=False,
   )
   return out
 

@@ -123,8 +123,8 @@ def test_bad_arguments_are_clear_errors(call, error, match):
 
 
 @pytest.mark.standard_promotion  # optax.adam
-def test_training_with_dropout_keys_per_step_resumes_bit_identical():
-  """A key per step from jax.random.fold_in(key, i) in the batch: a resumed run equals an uninterrupted one."""
+def test_fit_threads_a_fresh_key_per_step_and_resumes_bit_identical():
+  """make_step(has_rng=True) + fit(key=): step i gets fold_in(key, i); a resumed run equals an uninterrupted one."""
   import optax
 
   cell, head = jrnn.lstm(8), jrnn.linear(2)
@@ -133,21 +133,20 @@ def test_training_with_dropout_keys_per_step_resumes_bit_identical():
   ys = jax.random.normal(jax.random.key(3), (4, 6, 2))
   root = jax.random.key(4)
 
-  def loss_fn(params, batch):
-    xs, ys, key = batch
+  def loss_fn(params, batch, key):
+    xs, ys = batch
     k_in, k_w, k_out = jax.random.split(key, 3)
     cell_params = jrnn.weight_drop(k_w, 0.3, params[0])
     _, hs = jrnn.unroll_batch(cell, cell_params, jrnn.dropout(k_in, 0.2, xs, broadcast_axes=(1,)))
     return jnp.mean((head.apply(params[1], jrnn.dropout(k_out, 0.2, hs)) - ys) ** 2)
 
   opt = optax.adam(1e-2)
-  step = jax.jit(jrnn.train.make_step(loss_fn, opt))
-
-  def batch_fn(i):
-    return xs, ys, jax.random.fold_in(root, i)
+  step = jax.jit(jrnn.train.make_step(loss_fn, opt, has_rng=True))
 
   def run(start, stop, params, opt_state):
-    r = jrnn.train.fit(step, params, opt_state, batch_fn, steps=stop, start_step=start, progress=False, verbose=False)
+    r = jrnn.train.fit(
+      step, params, opt_state, lambda i: (xs, ys), steps=stop, start_step=start, key=root, progress=False, verbose=False
+    )
     return r.params, r.opt_state, r.history["loss"]
 
   whole_params, _, whole_loss = run(0, 6, params, opt.init(params))
@@ -155,5 +154,21 @@ def test_training_with_dropout_keys_per_step_resumes_bit_identical():
   resumed_params, _, second_loss = run(3, 6, half_params, half_state)
   jax.tree_util.tree_map(np.testing.assert_array_equal, resumed_params, whole_params)
   np.testing.assert_array_equal(np.concatenate([first_loss, second_loss]), whole_loss)
+  # the reference: a hand loop that passes fold_in(root, i) to step i
+  p, s, losses = params, opt.init(params), []
+  for i in range(6):
+    p, s, metrics = step(p, s, (xs, ys), jax.random.fold_in(root, i))
+    losses.append(float(metrics.loss))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, p, whole_params)
+  np.testing.assert_array_equal(np.asarray(losses), whole_loss)
   # the keys differ per step: the same batch gives a different dropped loss at steps 0 and 1 of one state
-  assert float(loss_fn(params, batch_fn(0))) != float(loss_fn(params, batch_fn(1)))
+  k0, k1 = jax.random.fold_in(root, 0), jax.random.fold_in(root, 1)
+  assert float(loss_fn(params, (xs, ys), k0)) != float(loss_fn(params, (xs, ys), k1))
+  # a key-taking step without a key, a keyless step with one, and a key that is not one: clear errors
+  with pytest.raises(TypeError, match="has_rng=True"):
+    step(params, opt.init(params), (xs, ys))
+  plain = jrnn.train.make_step(lambda p, b: loss_fn(p, b, k0), opt)
+  with pytest.raises(TypeError, match="has_rng=False, got 4 arguments"):
+    plain(params, opt.init(params), (xs, ys), k0)
+  with pytest.raises(TypeError, match="key must be a PRNG key"):
+    jrnn.train.fit(step, params, opt.init(params), lambda i: (xs, ys), steps=1, key=4, progress=False)

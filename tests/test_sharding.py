@@ -101,6 +101,13 @@ def test_one_device_mesh_equals_plain_jit(key):
   got = train.make_step(loss_fn, opt, mesh=mesh)(params, opt.init(params), batch)
   want = jax.jit(train.make_step(loss_fn, opt))(params, opt.init(params), batch)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got, want)
+  # a step with has_rng=True: the key is replicated and reaches the loss
+  dropped = lambda params, xs, k: loss_fn(params, jrnn.dropout(k, 0.5, xs))
+  k = jax.random.key(9)
+  got = train.make_step(dropped, opt, has_rng=True, mesh=mesh)(params, opt.init(params), batch, k)
+  want = jax.jit(train.make_step(dropped, opt, has_rng=True))(params, opt.init(params), batch, k)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got, want)
+  assert float(got[2].loss) != float(train.make_step(loss_fn, opt)(params, opt.init(params), batch)[2].loss)
 
 
 def test_mesh_errors():
