@@ -130,7 +130,7 @@ def test_chars_train_then_generate(tmp_path, capsys):
 def test_words_with_dropout_resumes_bit_identical_then_generates(tmp_path, capsys):
   """The dropout masks are a function of the step: 2 steps, then --resume to 4, equal 4 steps straight."""
   argv = ["train", "--task", "words", "--hidden", "8", "--batch", "4", "--seq-len", "6", "--train-tokens", "3000"]
-  argv += ["--dropout", "0.3", "--eval-every", "2", "--no-progress"]
+  argv += ["--dropout", "0.3", "--eval-every", "2", "--eval-tokens", "2000", "--no-progress"]
   whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
   assert cli.main(argv + ["--steps", "4", "--checkpoint-dir", whole]) == 0
   out = capsys.readouterr().out
@@ -179,6 +179,7 @@ def _bad(argv, capsys, match):
     (["train", "--task", "words", "--dropout", "1"], "--dropout must be in [0, 1)"),
     (["train", "--task", "words", "--train-tokens", "1"], "--train-tokens must be an integer of at least 2"),
     (["train", "--task", "words", "--layers", "0"], "--layers must be a positive integer"),
+    (["train", "--task", "words", "--eval-tokens", "10"], "--eval-tokens must be an integer of at least 64"),
   ],
 )
 def test_bad_flags_exit_2_with_one_line(argv, match, capsys):

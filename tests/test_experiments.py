@@ -20,7 +20,7 @@ TINY = {
   "sunspots": dict(hidden=8, batch=16, seq_len=10, lr=0.01),
   "dates": dict(hidden=16, batch=32, lr=0.01),
   "reverse": dict(hidden=16, batch=32, seq_len=5, lr=0.01, attention="dot"),
-  "words": dict(hidden=16, batch=4, seq_len=8, lr=0.01, train_tokens=4000),
+  "words": dict(hidden=16, batch=4, seq_len=8, lr=0.01, train_tokens=4000, eval_tokens=2000),
 }
 
 
@@ -32,7 +32,8 @@ def _train(config, steps, key=None):
   params = exp.init(k_init)
   opt = optax.adam(config["lr"])
   stateful = exp.initial_carry is not None
-  step = jax.jit(train.make_step(exp.loss_fn, opt, clip_norm=config["clip_norm"], has_aux=stateful))
+  options = dict(clip_norm=config["clip_norm"], has_aux=stateful, has_rng=exp.key is not None)
+  step = jax.jit(train.make_step(exp.loss_fn, opt, **options))
   return exp, params, opt, step, (exp.initial_carry(params) if stateful else None)
 
 
@@ -43,7 +44,9 @@ def test_metric_falls_on_every_task(task):
     pytest.importorskip("statsmodels")
   exp, params, opt, step, carry = _train(dict(TINY[task], task=task), 40)
   before = exp.evaluate(params, False)[exp.metric]
-  out = train.fit(step, params, opt.init(params), exp.batch_fn, steps=40, carry=carry, progress=False, verbose=False)
+  out = train.fit(
+    step, params, opt.init(params), exp.batch_fn, steps=40, carry=carry, key=exp.key, progress=False, verbose=False
+  )
   after = exp.evaluate(out.params, False)[exp.metric]
   assert after < 0.8 * before, (task, before, after)
   if task in ("dogs", "chars"):  # below chance

@@ -71,6 +71,7 @@ _CONFIG_FLAGS = (
   "layers",
   "dropout",
   "train_tokens",
+  "eval_tokens",
 )
 
 
@@ -126,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
   )
   t.add_argument(
     "--train-tokens", type=int, help="words: train on the first N tokens of the training split (default: all)"
+  )
+  t.add_argument(
+    "--eval-tokens", type=int, help="words: score the first N tokens of the validation and test splits (default: all)"
   )
   t.add_argument("--clip-norm", type=float, help="clip gradients to this global norm")
   t.add_argument("--seed", type=int, help="seed of the initial params and the data (default 0)")
@@ -383,6 +387,7 @@ def cmd_train(args) -> int:
       steps=config["steps"],
       start_step=state.step,
       carry=state.carry,
+      key=exp.key,
       eval_fn=(lambda p: exp.evaluate(local(p), False)) if main else None,
       eval_every=config["eval_every"],
       save_fn=save,

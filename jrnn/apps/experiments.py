@@ -34,7 +34,9 @@ pairs and report the greedy decodings' exact-match accuracy too; reverse's
 ``words`` trains the language model of :mod:`jrnn.apps.wordlm` (embedding,
 ``layers`` stacked cells, dropout, tied output layer) on
 :mod:`jrnn.tasks.words`; ``train_tokens`` keeps only the first tokens of the
-training split, and the baselines are counted on those same tokens.
+training split, and the baselines are counted on those same tokens;
+``eval_tokens`` scores only the first tokens of the validation and test
+splits (the baselines too), for quick runs.
 
 In a multi-process run each process builds the experiment with ``rows``, its
 share of the global batch (:func:`jrnn.distributed.process_rows`): ``batch_fn``
@@ -146,9 +148,10 @@ DEFAULTS = {
     layers=2,
     dropout=0.5,
     train_tokens=None,
+    eval_tokens=None,
   ),
 }
-WORDS_FLAGS = ("layers", "dropout", "train_tokens")  # the config keys that only --task words takes
+WORDS_FLAGS = ("layers", "dropout", "train_tokens", "eval_tokens")  # the config keys that only --task words takes
 SEQ2SEQ_TASKS = ("dates", "reverse")  # encoder-decoders (jrnn.apps.seq2seq); --attention applies to these
 ATTENTIONS = ("none", "additive", "dot", "general")
 
@@ -176,6 +179,10 @@ class Experiment(NamedTuple):
     initial_carry: ``params -> batched carry`` for stateful training (one row
       per row of ``batch_fn``'s batches), or None.
     metadata: JSON-serialisable data the experiment needs again (the vocabulary).
+    key: for a loss that draws random numbers (dropout), the run's key:
+      ``loss_fn`` then takes ``(params, batch, key)``, the step is built with
+      ``make_step(..., has_rng=True)`` and :func:`jrnn.train.fit` is given
+      ``key=`` (step ``i`` gets ``fold_in(key, i)``). None: no randomness.
   """
 
   task: str
@@ -190,6 +197,7 @@ class Experiment(NamedTuple):
   baselines: dict
   initial_carry: Callable[[ModelParams], Any] | None = None
   metadata: dict | None = None
+  key: jax.Array | None = None
 
 
 class ConfigError(ValueError):
@@ -236,6 +244,8 @@ def resolve(config: dict) -> dict:
       raise ConfigError(f"--dropout must be in [0, 1), got {out['dropout']!r}.")
     if out["train_tokens"] is not None and not _checks.is_int_at_least(out["train_tokens"], 2):
       raise ConfigError(f"--train-tokens must be an integer of at least 2, got {out['train_tokens']!r}.")
+    if out["eval_tokens"] is not None and not _checks.is_int_at_least(out["eval_tokens"], 64):
+      raise ConfigError(f"--eval-tokens must be an integer of at least 64, got {out['eval_tokens']!r}.")
   if task == "dogs" and (out["seq_len"] != 3 or out["batch"] != 1):
     raise ConfigError("the dogs task is the one sequence d-o-g: it needs --seq-len 3 and --batch 1.")
   if task == "adding" and out["seq_len"] < 2:

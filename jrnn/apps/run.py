@@ -46,7 +46,8 @@ def setup_run(config: dict, *, mesh: Mesh | None = None):
     ``(exp, state, step)``: the :class:`experiments.Experiment`, a
     ``TrainState(0, params, opt_state, data_key, carry)`` and
     ``jax.jit(jrnn.train.make_step(exp.loss_fn, optimizer(config), ...))``
-    (with a mesh, ``make_step(..., mesh=mesh)``).
+    (with a mesh, ``make_step(..., mesh=mesh)``; ``has_rng=True`` where
+    ``exp.key`` is set: pass ``key=exp.key`` to :func:`jrnn.train.fit`).
   """
   k_init, k_data = jax.random.split(jax.random.key(config["seed"]))
   rows = None if mesh is None else distributed.process_rows(config["batch"])
@@ -56,12 +57,13 @@ def setup_run(config: dict, *, mesh: Mesh | None = None):
   stateful = exp.initial_carry is not None
   carry = jax.jit(exp.initial_carry)(params) if exp.initial_carry is not None else None
   opt_state = jax.jit(opt.init)(params)  # jit: one compilation
+  clip, has_rng = config["clip_norm"], exp.key is not None
   if mesh is None:
-    step = jax.jit(train.make_step(exp.loss_fn, opt, clip_norm=config["clip_norm"], has_aux=stateful))
+    step = jax.jit(train.make_step(exp.loss_fn, opt, clip_norm=clip, has_aux=stateful, has_rng=has_rng))
   else:  # the same seed on every process: identical params, now one replicated global array
     params, opt_state = sharding.replicate((params, opt_state), mesh)
     carry = None if carry is None else sharding.shard_batch(carry, mesh)  # this process's rows -> global
-    step = train.make_step(exp.loss_fn, opt, clip_norm=config["clip_norm"], has_aux=stateful, mesh=mesh)
+    step = train.make_step(exp.loss_fn, opt, clip_norm=clip, has_aux=stateful, has_rng=has_rng, mesh=mesh)
   return exp, checkpoint.TrainState(0, params, opt_state, k_data, carry), step
 
 

@@ -174,6 +174,14 @@ def experiment(config: dict, key: jax.Array, rows):
   data = words_task.words()
   V = len(data.vocab)
   train = data.train if config["train_tokens"] is None else data.train[: config["train_tokens"]]
+  valid, test = (
+    (data.valid, data.test)
+    if config["eval_tokens"] is None
+    else (
+      data.valid[: config["eval_tokens"]],
+      data.test[: config["eval_tokens"]],
+    )
+  )
   T, B = config["seq_len"], config["batch"]
   model = WordLM(
     V,
@@ -195,31 +203,30 @@ def experiment(config: dict, key: jax.Array, rows):
   except (ValueError, TypeError) as e:
     raise experiments.ConfigError(f"--task words cannot run with these options: {e}") from None
   streams = experiments._rows_of(streams, rows)
-  k_drop = jax.random.fold_in(key, 1)
 
   def batch_fn(i):
     w = i % windows
     chunk = streams[:, w * T : w * T + T + 1]
-    return chunk[:, :-1], chunk[:, 1:], np.asarray(w == 0), np.asarray(i, np.int32)
+    return chunk[:, :-1], chunk[:, 1:], np.asarray(w == 0)
 
-  def loss_fn(params, batch):
-    (x, y, first, step), carry = batch
+  def loss_fn(params, batch, key):  # key: fit's fold_in(run key, step), the step's dropout masks
+    (x, y, first), carry = batch
     carry = jax.tree_util.tree_map(lambda c: jnp.where(first, jnp.zeros_like(c), c), carry)
-    carry, logits = model.apply(params, x, carry, train=True, key=jax.random.fold_in(k_drop, step))
+    carry, logits = model.apply(params, x, carry, train=True, key=key)
     return losses.softmax_cross_entropy(logits, y), carry
 
   perplexity = perplexity_fn(model)
 
-  def evaluate(params, full):  # the whole validation split every time (a few seconds); the test split at the end
-    out = {"valid_ppl": perplexity(params, data.valid)[0]}
+  def evaluate(params, full):  # all of `valid` every time (3-4 s for the whole split); `test` at the end
+    out = {"valid_ppl": perplexity(params, valid)[0]}
     if full:
-      out["test_ppl"] = perplexity(params, data.test)[0]
+      out["test_ppl"] = perplexity(params, test)[0]
     return out
 
   n = f"{train.size:,} training tokens"
   baselines = {
-    f"unigram, add-one ({n})": words_task.unigram_perplexity(train, data.valid, V),
-    f"Kneser-Ney trigram ({n})": words_task.kneser_ney_perplexity(train, data.valid, V),
+    f"unigram, add-one ({n})": words_task.unigram_perplexity(train, valid, V),
+    f"Kneser-Ney trigram ({n})": words_task.kneser_ney_perplexity(train, valid, V),
   }
   return experiments.Experiment(
     "words",
@@ -234,6 +241,7 @@ def experiment(config: dict, key: jax.Array, rows):
     baselines,
     lambda params: model.initial_carry(params, streams.shape[0]),
     {"vocab": list(data.vocab)},
+    jax.random.fold_in(key, 1),
   )
 
 
