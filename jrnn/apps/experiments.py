@@ -312,6 +312,37 @@ def _rows_of(batch, rows):
   return jax.tree_util.tree_map(lambda x: np.asarray(x)[rows] if np.ndim(x) > 0 else x, batch)
 
 
+def stream_windows(ids, config, rows, what):
+  """Truncated BPTT over one token stream: ``(local_streams, batch_fn)`` (the ``chars`` and ``words`` tasks).
+
+  ``ids`` is cut into ``config["batch"]`` parallel streams
+  (:func:`jrnn.tasks.chars.streams`), of which this process keeps ``rows``;
+  ``batch_fn(i)`` is window ``i`` (modulo the number of windows) of
+  ``config["seq_len"]`` steps: ``(inputs, targets, first)``, ``first`` True on
+  the first window of a pass, where the loss resets the carry
+  (:func:`reset_on_first`). ``what`` names the data in the error for a stream
+  too short for one window.
+  """
+  T, B = config["seq_len"], config["batch"]
+  streams = chars_task.streams(ids, B)
+  windows = (streams.shape[1] - 1) // T
+  if windows < 1:
+    raise ConfigError(f"--seq-len {T} with --batch {B} leaves no full window in the {what}.")
+  streams = _rows_of(streams, rows)  # this process's streams only
+
+  def batch_fn(i):
+    w = i % windows
+    chunk = streams[:, w * T : w * T + T + 1]
+    return chunk[:, :-1], chunk[:, 1:], np.asarray(w == 0)  # a new pass over the stream resets the carry
+
+  return streams, batch_fn
+
+
+def reset_on_first(first, carry):
+  """``carry`` with every leaf zeroed where ``first`` (from :func:`stream_windows`) is True."""
+  return jax.tree_util.tree_map(lambda c: jnp.where(first, jnp.zeros_like(c), c), carry)
+
+
 def _dogs(config, key, rows):
   del key, rows  # one sequence: a run of several processes cannot split it (jrnn train says so first)
   data = dogs_data()
@@ -410,25 +441,15 @@ def _copy(config, key, rows):
 
 def _chars(config, key, rows):
   del key  # the corpus order is fixed; batch i is window i of the streams
-  T, B = config["seq_len"], config["batch"]
   data = chars_task.chars()
   V = len(data.vocab)
   m = _model(config, V, V)
-  streams = chars_task.streams(data.train, B)
-  windows = (streams.shape[1] - 1) // T
-  if windows < 1:
-    raise ConfigError(f"--seq-len {T} with --batch {B} leaves no full window in the training text.")
-  streams = _rows_of(streams, rows)  # this process's streams only
+  streams, batch_fn = stream_windows(data.train, config, rows, "training text")
   valid_streams = chars_task.streams(data.valid, 16)
 
-  def batch_fn(i):
-    w = i % windows
-    chunk = streams[:, w * T : w * T + T + 1]
-    return chunk[:, :-1], chunk[:, 1:], np.asarray(w == 0)  # a new pass over the text resets the carry
-
   def loss_fn(params, batch):
-    (x, y, reset), carry = batch
-    carry = jax.tree_util.tree_map(lambda c: jnp.where(reset, jnp.zeros_like(c), c), carry)
+    (x, y, first), carry = batch
+    carry = reset_on_first(first, carry)
     carry, logits = m.many_to_many(params, jax.nn.one_hot(x, V, dtype=jnp.float32), carry)
     return losses.softmax_cross_entropy(logits, y), carry
 

@@ -168,21 +168,12 @@ def perplexity_fn(model: WordLM, *, streams: int = 16, window: int = 256):
 def experiment(config: dict, key: jax.Array, rows):
   """The :class:`jrnn.apps.experiments.Experiment` of ``--task words``."""
   from jrnn.apps import experiments
-  from jrnn.tasks import chars
   from jrnn.tasks import words as words_task
 
   data = words_task.words()
   V = len(data.vocab)
-  train = data.train if config["train_tokens"] is None else data.train[: config["train_tokens"]]
-  valid, test = (
-    (data.valid, data.test)
-    if config["eval_tokens"] is None
-    else (
-      data.valid[: config["eval_tokens"]],
-      data.test[: config["eval_tokens"]],
-    )
-  )
-  T, B = config["seq_len"], config["batch"]
+  train = data.train[: config["train_tokens"]]  # [:None]: all of it
+  valid, test = data.valid[: config["eval_tokens"]], data.test[: config["eval_tokens"]]
   model = WordLM(
     V,
     config["hidden"],
@@ -191,10 +182,6 @@ def experiment(config: dict, key: jax.Array, rows):
     config["cell"],
     experiments.sequence_options(config),
   )
-  streams = chars.streams(train, B)
-  windows = (streams.shape[1] - 1) // T
-  if windows < 1:
-    raise experiments.ConfigError(f"--seq-len {T} with --batch {B} leaves no full window in the training tokens.")
   try:
     params = jax.eval_shape(model.init, jax.random.key(0))
     jax.eval_shape(
@@ -202,16 +189,11 @@ def experiment(config: dict, key: jax.Array, rows):
     )
   except (ValueError, TypeError) as e:
     raise experiments.ConfigError(f"--task words cannot run with these options: {e}") from None
-  streams = experiments._rows_of(streams, rows)
-
-  def batch_fn(i):
-    w = i % windows
-    chunk = streams[:, w * T : w * T + T + 1]
-    return chunk[:, :-1], chunk[:, 1:], np.asarray(w == 0)
+  streams, batch_fn = experiments.stream_windows(train, config, rows, "training tokens")
 
   def loss_fn(params, batch, key):  # key: fit's fold_in(run key, step), the step's dropout masks
     (x, y, first), carry = batch
-    carry = jax.tree_util.tree_map(lambda c: jnp.where(first, jnp.zeros_like(c), c), carry)
+    carry = experiments.reset_on_first(first, carry)
     carry, logits = model.apply(params, x, carry, train=True, key=key)
     return losses.softmax_cross_entropy(logits, y), carry
 
