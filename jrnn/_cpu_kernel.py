@@ -78,6 +78,7 @@ import ctypes
 import functools
 import importlib
 import importlib.machinery
+import os
 import pathlib
 from typing import Any
 
@@ -101,8 +102,13 @@ _GATES = {ELMAN: 1, GRU: 3, LSTM: 4}
 _STORED = {ELMAN: 1, GRU: 4, LSTM: 6}  # values kept per step and unit for the backward pass (recurrence.cc)
 _FORWARD, _BACKWARD = "jrnn_recurrence_forward", "jrnn_recurrence_backward"
 
-# OpenBLAS threads for the per-step GEMMs (benchmarks/NOTES.md: 1 on the two-core machine measured).
+# OpenBLAS threads for the per-step GEMMs of float64 and of CPUs without AVX-512 (benchmarks/NOTES.md: 1 on the
+# two-core machine measured).
 BLAS_THREADS = 1
+# Threads of a float32 call on AVX-512 (the packed GEMM): the calling thread and THREADS - 1 of the kernel's own
+# workers, each running a range of the hidden units (benchmarks/NOTES.md: measured on two cores).
+THREADS = min(2, os.cpu_count() or 1)
+_PANEL = 32  # columns per packed panel of W_h (kPanel in recurrence.cc)
 
 _library: list[ctypes.CDLL] = []  # the loaded extension, kept alive
 
@@ -126,6 +132,7 @@ def _load() -> str | None:
   ffi.register_ffi_target(_FORWARD, ffi.pycapsule(lib.JrnnRecurrenceForward), platform="cpu")
   ffi.register_ffi_target(_BACKWARD, ffi.pycapsule(lib.JrnnRecurrenceBackward), platform="cpu")
   lib.JrnnSetBlasThreads(BLAS_THREADS)
+  lib.JrnnSetThreads(THREADS)
   _library.append(lib)
   return None
 
@@ -292,6 +299,27 @@ def _run(cell, params, carry, xs, lengths, reverse):
   return _bidirectional.BidirectionalCarry(cf, cb), jnp.concatenate([hf, hb], axis=-1)
 
 
+def packed() -> bool:
+  """Whether float32 calls run the kernel's own packed GEMM (AVX-512) on THREADS threads, not OpenBLAS on one."""
+  return _load() is None and bool(_library[0].JrnnPackedSupported())
+
+
+def _pack(wh, gates: int, transpose: bool):
+  r"""``W_h [H, G·H]`` in the panels of the packed GEMM: 32 columns each, ``[K, 32]`` contiguous.
+
+  Forward (``q = h W_h``): ``[G, P, H, 32]``, panel ``p`` of gate ``g`` holding
+  columns ``g H + 32 p …`` (zero past ``H``). Backward (``\bar h \mathrel{+}= \bar q W_h^\top``):
+  ``W_h^\top`` as ``[P, G·H, 32]``. ``P = ⌈H / 32⌉``. One transpose per call, in XLA.
+  """
+  H = wh.shape[0]
+  P = -(-H // _PANEL)
+  if transpose:
+    w = jnp.pad(wh, ((0, P * _PANEL - H), (0, 0)))  # [32 P, G H]
+    return w.reshape(P, _PANEL, gates * H).transpose(0, 2, 1)
+  w = jnp.pad(wh.reshape(H, gates, H), ((0, 0), (0, 0), (0, P * _PANEL - H)))
+  return w.reshape(H, gates, P, _PANEL).transpose(1, 2, 0, 3)
+
+
 @functools.cache
 def _layer(code: int, reverse: bool):
   """The custom-VJP layer ``(params, carry, xs [B, T, I], lengths [B]) -> (carry, hs [B, T, H])`` of one cell."""
@@ -310,7 +338,8 @@ def _layer(code: int, reverse: bool):
     kept = (shape(T, B, _STORED[code] * H), shape(B, T, H)) if store else (shape(0), shape(0))
     results = (shape(B, T, H), shape(B, H), shape(B, H), *kept)
     call = jax.ffi.ffi_call(_FORWARD, results, vmap_method="sequential")
-    hs, h, c, ws, hprev = call(p, params.wh, bhn, h0, c0, lengths, **attrs)
+    wp = _pack(params.wh, _GATES[code], False) if p.dtype == jnp.float32 and packed() else jnp.zeros((0,), p.dtype)
+    hs, h, c, ws, hprev = call(p, params.wh, wp, bhn, h0, c0, lengths, **attrs)
     final = _lstm.LSTMCarry(h, c) if code == LSTM else h
     return (final, hs), (ws, hprev)
 
@@ -327,7 +356,8 @@ def _layer(code: int, reverse: bool):
     shape = lambda *s: jax.ShapeDtypeStruct(s, ws.dtype)
     results = (shape(B, T, GH), shape(B, T, H) if code == GRU else shape(0), shape(B, H), shape(B, H))
     call = jax.ffi.ffi_call(_BACKWARD, results, vmap_method="sequential")
-    dp, dqn, dh0, dc0 = call(ws, hprev, params.wh, lengths, dhs, dh, dc, **attrs)
+    wp = _pack(params.wh, _GATES[code], True) if ws.dtype == jnp.float32 and packed() else jnp.zeros((0,), ws.dtype)
+    dp, dqn, dh0, dc0 = call(ws, hprev, params.wh, wp, lengths, dhs, dh, dc, **attrs)
     dq = jnp.concatenate([dp[..., : 2 * H], dqn], axis=-1) if code == GRU else dp
     # The weight gradients: one product over all T·B rows each.
     dwh = hprev.reshape(B * T, H).T @ dq.reshape(B * T, GH)

@@ -122,6 +122,39 @@ def test_gradients_against_finite_differences(x64, name):
   check_grads(lambda *a: jrnn.unroll_batch(cell, *a, mask=mask, reverse=True, kernel="cpu"), (params, xs), 1, ("rev",))
 
 
+@pytest.fixture
+def threads():
+  """Sets the kernel's thread count for one test (``JrnnSetThreads``) and restores it."""
+  lib = _cpu_kernel._library[0]
+  before = lib.JrnnGetThreads()
+  yield lib.JrnnSetThreads
+  lib.JrnnSetThreads(before)
+
+
+@needs_kernel
+@pytest.mark.skipif(not _cpu_kernel.packed(), reason="the packed GEMM needs AVX-512")
+@pytest.mark.parametrize("name", ["elman", "gru", "lstm"])
+def test_the_packed_gemm_on_1_2_and_3_threads_equals_the_scan(threads, name):
+  """H = 70 is three panels of 32 columns (the last one 6 wide), split 1 / 2 between two threads and 1 / 1 / 1
+  among three; B = 11 is a tile of 8 rows and one of 3; the rows are right padded to 9, 5, 1 and 0 steps."""
+  cell = {"elman": jrnn.elman, "gru": jrnn.gru, "lstm": jrnn.lstm}[name](70)
+  params = cell.init(jax.random.key(0), 6)
+  leaves, tree = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.key(5), len(leaves))
+  params = tree.unflatten([x + 0.05 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+  xs = jax.random.normal(jax.random.key(1), (11, 9, 6))
+  carry = jax.tree_util.tree_map(
+    lambda x: 0.5 * jax.random.normal(jax.random.key(2), (11,) + x.shape), cell.initial_carry(params)
+  )
+  mask = _mask(np.array([9, 5, 1, 0, 9, 9, 3, 9, 8, 9, 2]), 9)
+  assert _cpu_kernel._pack(params.wh, {"elman": 1, "gru": 3, "lstm": 4}[name], False).shape[1] == 3  # panels
+  want = _loss(cell, "xla", mask, name == "gru")(params, xs, carry)
+  run = _loss(cell, "cpu", mask, name == "gru")
+  for n in (1, 2, 3):
+    threads(n)
+    chex.assert_trees_all_close(run(params, xs, carry), want, rtol=RTOL, atol=1e-5)
+
+
 @needs_kernel
 def test_a_batch_of_one_and_one_sequence():
   cell, params, xs, carry = _setup("lstm", B=1, T=5)
