@@ -304,20 +304,25 @@ def packed() -> bool:
   return _load() is None and bool(_library[0].JrnnPackedSupported())
 
 
-def _pack(wh, gates: int, transpose: bool):
-  r"""``W_h [H, G·H]`` in the panels of the packed GEMM: 32 columns each, ``[K, 32]`` contiguous.
+def _pack(w, gates: int):
+  r"""``W [K, G·H]`` (``W_x``, ``W_h``, or ``b`` as ``[1, G·H]``) in the panels of the packed GEMM: ``[G, P, K, 32]``.
 
-  Forward (``q = h W_h``): ``[G, P, H, 32]``, panel ``p`` of gate ``g`` holding
-  columns ``g H + 32 p …`` (zero past ``H``). Backward (``\bar h \mathrel{+}= \bar q W_h^\top``):
-  ``W_h^\top`` as ``[P, G·H, 32]``. ``P = ⌈H / 32⌉``. One transpose per call, in XLA.
+  Panel ``p`` of gate ``g`` holds columns ``g H + 32 p …`` of ``W`` as a
+  contiguous ``[K, 32]`` block, zero past ``H``; ``P = ⌈H / 32⌉``. One
+  transpose per call, in XLA.
   """
+  K, H = w.shape[0], w.shape[1] // gates
+  P = -(-H // _PANEL)
+  w = jnp.pad(w.reshape(K, gates, H), ((0, 0), (0, 0), (0, P * _PANEL - H)))
+  return w.reshape(K, gates, P, _PANEL).transpose(1, 2, 0, 3)
+
+
+def _pack_transposed(wh):
+  r"""``W_h^\top`` for the backward GEMM ``\bar h \mathrel{+}= \bar q W_h^\top``: ``[P, G·H, 32]``."""
   H = wh.shape[0]
   P = -(-H // _PANEL)
-  if transpose:
-    w = jnp.pad(wh, ((0, P * _PANEL - H), (0, 0)))  # [32 P, G H]
-    return w.reshape(P, _PANEL, gates * H).transpose(0, 2, 1)
-  w = jnp.pad(wh.reshape(H, gates, H), ((0, 0), (0, 0), (0, P * _PANEL - H)))
-  return w.reshape(H, gates, P, _PANEL).transpose(1, 2, 0, 3)
+  w = jnp.pad(wh, ((0, P * _PANEL - H), (0, 0)))  # [32 P, G H]
+  return w.reshape(P, _PANEL, wh.shape[1]).transpose(0, 2, 1)
 
 
 @functools.cache
@@ -329,17 +334,26 @@ def _layer(code: int, reverse: bool):
     return (carry.h, carry.c) if code == LSTM else (carry, jnp.zeros_like(carry))
 
   def run(params, carry, xs, lengths, store):
-    """The forward call; ``store``: keep what the backward pass needs (``ws``, ``hprev``), else size 0."""
+    """The forward call; ``store``: keep what the backward pass needs (``ws``, ``hprev``), else size 0.
+
+    Packed (float32 on AVX-512), the kernel computes ``p_t = x_t W_x + b`` step by step (no ``[B, T, G·H]``
+    buffer); else ``p`` is one GEMM in XLA.
+    """
     h0, c0 = split(carry)
-    (B, T, _), H = xs.shape, params.wh.shape[0]
-    p = _cell.affine(xs, params.wx, params.b)  # [B, T, G·H]: the kernel reads the batch-major layout
-    bhn = params.bhn if code == GRU else jnp.zeros((H,), p.dtype)
-    shape = lambda *s: jax.ShapeDtypeStruct(s, p.dtype)
+    (B, T, _), H, dtype = xs.shape, params.wh.shape[0], params.wh.dtype
+    G = _GATES[code]
+    none = jnp.zeros((0,), dtype)
+    if dtype == jnp.float32 and packed():
+      p, fused = none, (xs, _pack(params.wh, G), _pack(params.wx, G), _pack(params.b[None], G))
+    else:
+      p, fused = _cell.affine(xs, params.wx, params.b), (none, none, none, none)  # [B, T, G·H], batch-major
+    x, wp, wxp, bp = fused
+    bhn = params.bhn if code == GRU else jnp.zeros((H,), dtype)
+    shape = lambda *s: jax.ShapeDtypeStruct(s, dtype)
     kept = (shape(T, B, _STORED[code] * H), shape(B, T, H)) if store else (shape(0), shape(0))
     results = (shape(B, T, H), shape(B, H), shape(B, H), *kept)
     call = jax.ffi.ffi_call(_FORWARD, results, vmap_method="sequential")
-    wp = _pack(params.wh, _GATES[code], False) if p.dtype == jnp.float32 and packed() else jnp.zeros((0,), p.dtype)
-    hs, h, c, ws, hprev = call(p, params.wh, wp, bhn, h0, c0, lengths, **attrs)
+    hs, h, c, ws, hprev = call(p, x, params.wh, wp, wxp, bp, bhn, h0, c0, lengths, **attrs)
     final = _lstm.LSTMCarry(h, c) if code == LSTM else h
     return (final, hs), (ws, hprev)
 
@@ -356,7 +370,7 @@ def _layer(code: int, reverse: bool):
     shape = lambda *s: jax.ShapeDtypeStruct(s, ws.dtype)
     results = (shape(B, T, GH), shape(B, T, H) if code == GRU else shape(0), shape(B, H), shape(B, H))
     call = jax.ffi.ffi_call(_BACKWARD, results, vmap_method="sequential")
-    wp = _pack(params.wh, _GATES[code], True) if ws.dtype == jnp.float32 and packed() else jnp.zeros((0,), ws.dtype)
+    wp = _pack_transposed(params.wh) if ws.dtype == jnp.float32 and packed() else jnp.zeros((0,), ws.dtype)
     dp, dqn, dh0, dc0 = call(ws, hprev, params.wh, wp, lengths, dhs, dh, dc, **attrs)
     dq = jnp.concatenate([dp[..., : 2 * H], dqn], axis=-1) if code == GRU else dp
     # The weight gradients: one product over all T·B rows each.

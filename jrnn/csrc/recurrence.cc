@@ -110,11 +110,13 @@ template <int MR>
 __attribute__((target("avx512f"), always_inline)) inline void Tile(int64_t k, const float* __restrict a, int64_t lda,
                                                                     const float* __restrict w, float* __restrict c,
                                                                     int64_t ldc, __mmask16 m0, __mmask16 m1,
-                                                                    bool accumulate) {
+                                                                    bool accumulate, const float* bias) {
   __m512 lo[MR], hi[MR];
+  const __m512 b0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+  const __m512 b1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
   for (int r = 0; r < MR; ++r) {
-    lo[r] = accumulate ? _mm512_maskz_loadu_ps(m0, c + r * ldc) : _mm512_setzero_ps();
-    hi[r] = accumulate ? _mm512_maskz_loadu_ps(m1, c + r * ldc + 16) : _mm512_setzero_ps();
+    lo[r] = accumulate ? _mm512_maskz_loadu_ps(m0, c + r * ldc) : b0;
+    hi[r] = accumulate ? _mm512_maskz_loadu_ps(m1, c + r * ldc + 16) : b1;
   }
   for (int64_t i = 0; i < k; ++i) {
     const __m512 w0 = _mm512_loadu_ps(w + i * kPanel), w1 = _mm512_loadu_ps(w + i * kPanel + 16);
@@ -130,33 +132,37 @@ __attribute__((target("avx512f"), always_inline)) inline void Tile(int64_t k, co
   }
 }
 
-// C[m, :n_valid] (+)= A[m, k] W for one packed panel W [k, 32]; columns n_valid .. 31 of C are not touched.
+// C[m, :n_valid] = A[m, k] W + (C, with accumulate; else bias [32] in every row, or 0) for one packed panel
+// W [k, 32]; columns n_valid .. 31 of C are not touched.
 __attribute__((target("avx512f"))) void PanelGemm(int64_t m, int64_t k, const float* a, int64_t lda, const float* w,
-                                                  float* c, int64_t ldc, int64_t n_valid, bool accumulate) {
+                                                  float* c, int64_t ldc, int64_t n_valid, bool accumulate,
+                                                  const float* bias = nullptr) {
   const __mmask16 m0 = n_valid >= 16 ? 0xFFFF : (1u << n_valid) - 1;
   const __mmask16 m1 = n_valid >= 32 ? 0xFFFF : n_valid <= 16 ? 0 : (1u << (n_valid - 16)) - 1;
   int64_t r = 0;
-  for (; r + 8 <= m; r += 8) Tile<8>(k, a + r * lda, lda, w, c + r * ldc, ldc, m0, m1, accumulate);
+  for (; r + 8 <= m; r += 8) Tile<8>(k, a + r * lda, lda, w, c + r * ldc, ldc, m0, m1, accumulate, bias);
   a += r * lda, c += r * ldc;
   switch (m - r) {
-    case 7: Tile<7>(k, a, lda, w, c, ldc, m0, m1, accumulate); break;
-    case 6: Tile<6>(k, a, lda, w, c, ldc, m0, m1, accumulate); break;
-    case 5: Tile<5>(k, a, lda, w, c, ldc, m0, m1, accumulate); break;
-    case 4: Tile<4>(k, a, lda, w, c, ldc, m0, m1, accumulate); break;
-    case 3: Tile<3>(k, a, lda, w, c, ldc, m0, m1, accumulate); break;
-    case 2: Tile<2>(k, a, lda, w, c, ldc, m0, m1, accumulate); break;
-    case 1: Tile<1>(k, a, lda, w, c, ldc, m0, m1, accumulate); break;
+    case 7: Tile<7>(k, a, lda, w, c, ldc, m0, m1, accumulate, bias); break;
+    case 6: Tile<6>(k, a, lda, w, c, ldc, m0, m1, accumulate, bias); break;
+    case 5: Tile<5>(k, a, lda, w, c, ldc, m0, m1, accumulate, bias); break;
+    case 4: Tile<4>(k, a, lda, w, c, ldc, m0, m1, accumulate, bias); break;
+    case 3: Tile<3>(k, a, lda, w, c, ldc, m0, m1, accumulate, bias); break;
+    case 2: Tile<2>(k, a, lda, w, c, ldc, m0, m1, accumulate, bias); break;
+    case 1: Tile<1>(k, a, lda, w, c, ldc, m0, m1, accumulate, bias); break;
     default: break;
   }
 }
 bool PackedSupported() { return __builtin_cpu_supports("avx512f"); }
 inline void Pause() { __builtin_ia32_pause(); }
 #else
-void PanelGemm(int64_t, int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t, bool) {}
+void PanelGemm(int64_t, int64_t, const float*, int64_t, const float*, float*, int64_t, int64_t, bool,
+               const float* = nullptr) {}
 bool PackedSupported() { return false; }
 inline void Pause() {}
 #endif
-inline void PanelGemm(int64_t, int64_t, const double*, int64_t, const double*, double*, int64_t, int64_t, bool) {}
+inline void PanelGemm(int64_t, int64_t, const double*, int64_t, const double*, double*, int64_t, int64_t, bool,
+                      const double* = nullptr) {}
 
 // The threads of one call: the caller is thread 0, and n - 1 parked workers join it. A call splits the hidden units
 // into n ranges of whole panels; per step each thread computes its units' columns of every gate block and their
@@ -205,7 +211,7 @@ class Team {
 
  private:
   static void Wait(int i) {
-    if (i < (1 << 14)) {
+    if (i < 256) {
       Pause();
     } else {
       std::this_thread::yield();  // the other thread was descheduled: let it run
@@ -250,10 +256,14 @@ struct Units {
   }
 };
 
+// Hidden units per thread below which a second thread costs more than it saves (benchmarks/NOTES.md: on two cores
+// a training step at H = 64 and 128 was 1.1-1.9x slower on two threads, at H = 256 0.85-0.9x).
+constexpr int64_t kUnitsPerThread = 128;
+
 // Runs job(id, n) on n threads when the team is free and n > 1, else job(0, 1) here.
 void Parallel(int64_t hidden, bool packed, const std::function<void(int, int)>& job) {
-  const int64_t panels = (hidden + kPanel - 1) / kPanel;
-  const int n = packed ? static_cast<int>(std::min<int64_t>(g_threads.load(), panels)) : 1;
+  const int64_t most = std::max<int64_t>(1, hidden / kUnitsPerThread);
+  const int n = packed ? static_cast<int>(std::min<int64_t>(g_threads.load(), most)) : 1;
   if (n <= 1 || !Team::Get().Run(n, job)) job(0, 1);
 }
 
@@ -270,14 +280,17 @@ JRNN_INLINE void TanhInPlace(T* __restrict x, int64_t n) {
 // One forward call: the inputs, outputs and scratch shared by its threads. wp: W_h packed as [G, P, H, 32]
 // (or null: OpenBLAS on wh); q [B, G, hq] with hq = 32 P when packed, else H; hbuf: two carries [B, H], the
 // step's input and output, swapped per step so that no thread writes what another's GEMM still reads.
+// The input projection is either p [B, T, G*H] (from XLA) or, packed, computed per step from xs [B, T, I], wxp
+// (W_x packed as [G, P, I, 32]) and bp (b as [G, 32 P]) into pq [B, G, hq], so that no [B, T, G*H] buffer exists.
 template <typename T>
 struct ForwardCall {
   int32_t cell;
   bool reverse;
   int64_t steps, batch, hidden;
-  const T *p, *wh, *wp, *bhn;
+  const T *p, *xs, *wh, *wp, *wxp, *bp, *bhn;
+  int64_t inputs;
   const int32_t* lengths;
-  T *hs, *c, *ws, *hprev, *q, *scratch, *hbuf;
+  T *hs, *c, *ws, *hprev, *q, *pq, *scratch, *hbuf;
   int64_t hq;
 
   JRNN_INLINE void Run(int id, int n) const {
@@ -285,6 +298,7 @@ struct ForwardCall {
     const Units own(id, n, H, wp != nullptr);
     const int64_t u0 = own.u0, u1 = own.u1, nu = u1 - u0;
     const bool store = ws != nullptr;  // without a backward pass to come (inference), ws and hprev are not kept
+    const int64_t hp = xs != nullptr ? hq : H;
     int sense = 0;
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t t = reverse ? steps - 1 - s : s;
@@ -293,8 +307,12 @@ struct ForwardCall {
       if (wp != nullptr) {
         for (int64_t g = 0; g < G; ++g) {
           for (int64_t panel = own.p0; panel < own.p1; ++panel) {
-            PanelGemm(batch, H, hc, H, wp + (g * (hq / kPanel) + panel) * H * kPanel, q + g * hq + panel * kPanel,
-                      GQ, kPanel, false);
+            const int64_t at = g * hq + panel * kPanel, block = g * (hq / kPanel) + panel;
+            if (xs != nullptr) {
+              PanelGemm(batch, inputs, xs + t * inputs, steps * inputs, wxp + block * inputs * kPanel, pq + at, GQ,
+                        kPanel, false, bp + at);
+            }
+            PanelGemm(batch, H, hc, H, wp + block * H * kPanel, q + at, GQ, kPanel, false);
           }
         }
       } else {
@@ -302,7 +320,7 @@ struct ForwardCall {
       }
       for (int64_t b = 0; b < batch; ++b) {
         const int64_t bt = b * steps + t;  // row b, step t of the batch-major arrays
-        const T* __restrict pb = p + bt * GH;
+        const T* __restrict pb = xs != nullptr ? pq + b * GQ : p + bt * GH;  // gate blocks hp apart
         const T* __restrict qb = q + b * GQ;
         T* __restrict out = hs + bt * H;
         T* __restrict w = store ? ws + (t * batch + b) * KH : scratch + b * KH;  // the gates, in place
@@ -325,14 +343,14 @@ struct ForwardCall {
           JRNN_IVDEP
           for (int64_t j = u0; j < u1; ++j) {
             w[j] = pb[j] + qb[j];
-            w[H + j] = pb[H + j] + qb[hq + j];
+            w[H + j] = pb[hp + j] + qb[hq + j];
           }
           SigmoidInPlace(w + u0, nu);
           SigmoidInPlace(w + H + u0, nu);
           JRNN_IVDEP
           for (int64_t j = u0; j < u1; ++j) {
             w[3 * H + j] = qb[2 * hq + j] + bhn[j];
-            w[2 * H + j] = pb[2 * H + j] + w[j] * w[3 * H + j];
+            w[2 * H + j] = pb[2 * hp + j] + w[j] * w[3 * H + j];
           }
           TanhInPlace(w + 2 * H + u0, nu);
           JRNN_IVDEP
@@ -345,9 +363,9 @@ struct ForwardCall {
           JRNN_IVDEP
           for (int64_t j = u0; j < u1; ++j) {
             w[j] = pb[j] + qb[j];
-            w[H + j] = pb[H + j] + qb[hq + j];
-            w[2 * H + j] = pb[2 * H + j] + qb[2 * hq + j];
-            w[3 * H + j] = pb[3 * H + j] + qb[3 * hq + j];
+            w[H + j] = pb[hp + j] + qb[hq + j];
+            w[2 * H + j] = pb[2 * hp + j] + qb[2 * hq + j];
+            w[3 * H + j] = pb[3 * hp + j] + qb[3 * hq + j];
           }
           SigmoidInPlace(w + u0, nu);
           SigmoidInPlace(w + H + u0, nu);
@@ -474,15 +492,19 @@ JRNN_CLONES void BackwardF32(const BackwardCall<float>& call, int id, int n) { c
 
 template <typename T>
 JRNN_INLINE void Forward(int32_t cell, bool reverse, int64_t steps, int64_t batch, int64_t hidden, const T* p,
-                         const T* wh, const T* wp, const T* bhn, const T* h0, const T* c0, const int32_t* lengths,
-                         T* hs, T* h, T* c, T* ws, T* hprev) {
+                         const T* xs, int64_t inputs, const T* wh, const T* wp, const T* wxp, const T* bp,
+                         const T* bhn, const T* h0, const T* c0, const int32_t* lengths, T* hs, T* h, T* c, T* ws,
+                         T* hprev) {
   const int64_t H = hidden, G = Gates(cell);
   const int64_t hq = wp != nullptr ? (H + kPanel - 1) / kPanel * kPanel : H;
-  std::vector<T> q(batch * G * hq), scratch(ws != nullptr ? 0 : batch * Stored(cell) * H), hbuf(2 * batch * H);
+  std::vector<T> q(batch * G * hq), pq(xs != nullptr ? batch * G * hq : 0);
+  std::vector<T> scratch(ws != nullptr ? 0 : batch * Stored(cell) * H), hbuf(2 * batch * H);
   std::memcpy(hbuf.data(), h0, sizeof(T) * batch * H);
   std::memcpy(c, c0, sizeof(T) * batch * H);
-  const ForwardCall<T> call{cell, reverse, steps, batch, hidden, p, wh, wp, bhn, lengths, hs, c, ws,
-                            hprev, q.data(), scratch.data(), hbuf.data(), hq};
+  const ForwardCall<T> call{cell,    reverse,   steps,    batch,     hidden,         p,           xs,
+                            wh,      wp,        wxp,      bp,        bhn,            inputs,      lengths,
+                            hs,      c,         ws,       hprev,     q.data(),       pq.data(),   scratch.data(),
+                            hbuf.data(), hq};
   Parallel(H, wp != nullptr, [&call](int id, int n) {
     if constexpr (std::is_same_v<T, float>) {
       ForwardF32(call, id, n);
@@ -525,32 +547,43 @@ const T* Packed(ffi::AnyBuffer wp) {
   return wp.element_count() > 0 ? wp.typed_data<T>() : nullptr;
 }
 
-ffi::Error ForwardImpl(ffi::AnyBuffer p, ffi::AnyBuffer wh, ffi::AnyBuffer wp, ffi::AnyBuffer bhn, ffi::AnyBuffer h0,
-                       ffi::AnyBuffer c0, ffi::Buffer<ffi::S32> lengths, ffi::Result<ffi::AnyBuffer> hs,
-                       ffi::Result<ffi::AnyBuffer> h, ffi::Result<ffi::AnyBuffer> c, ffi::Result<ffi::AnyBuffer> ws,
+ffi::Error ForwardImpl(ffi::AnyBuffer p, ffi::AnyBuffer xs, ffi::AnyBuffer wh, ffi::AnyBuffer wp, ffi::AnyBuffer wxp,
+                       ffi::AnyBuffer bp, ffi::AnyBuffer bhn, ffi::AnyBuffer h0, ffi::AnyBuffer c0,
+                       ffi::Buffer<ffi::S32> lengths, ffi::Result<ffi::AnyBuffer> hs, ffi::Result<ffi::AnyBuffer> h,
+                       ffi::Result<ffi::AnyBuffer> c, ffi::Result<ffi::AnyBuffer> ws,
                        ffi::Result<ffi::AnyBuffer> hprev, int32_t cell, bool reverse) {
-  auto dims = p.dimensions();
-  if (dims.size() != 3) return ffi::Error::InvalidArgument("jrnn: p must be [B, T, G*H]");
+  auto dims = hs->dimensions();
+  if (dims.size() != 3) return ffi::Error::InvalidArgument("jrnn: hs must be [B, T, H]");
   const int64_t batch = dims[0], steps = dims[1], hidden = wh.dimensions()[0];
-  if (auto error = CheckCell(cell, dims[2], hidden); error.failure()) return error;
-  if (wp.element_count() > 0 && (p.element_type() != ffi::F32 || !PackedSupported() ||
-                                 static_cast<int64_t>(wp.element_count()) != Gates(cell) * hidden * ((hidden + kPanel - 1) / kPanel) * kPanel)) {
+  const int64_t gates = Gates(cell), panels = (hidden + kPanel - 1) / kPanel;
+  const bool fused = xs.element_count() > 0, packed = wp.element_count() > 0;
+  const auto count = [](ffi::AnyBuffer x) { return static_cast<int64_t>(x.element_count()); };
+  if (auto error = CheckCell(cell, fused ? gates * hidden : p.dimensions().back(), hidden); error.failure()) {
+    return error;
+  }
+  const int64_t inputs = fused ? xs.dimensions().back() : 0;
+  if (packed && (wh.element_type() != ffi::F32 || !PackedSupported() || count(wp) != gates * panels * hidden * kPanel)) {
     return ffi::Error::InvalidArgument("jrnn: packed weights need float32, AVX-512 and the shape [G, P, H, 32]");
+  }
+  if (fused && (!packed || count(wxp) != gates * panels * inputs * kPanel || count(bp) != gates * panels * kPanel)) {
+    return ffi::Error::InvalidArgument("jrnn: the fused projection needs packed W_h, W_x [G, P, I, 32], b [G, 32 P]");
   }
   const int32_t* len = lengths.typed_data();
   const bool store = ws->element_count() > 0;  // ws and hprev of size 0: the primal pass, nothing to keep
-  switch (p.element_type()) {
+  switch (wh.element_type()) {
     case ffi::F32:
-      Forward<float>(cell, reverse, steps, batch, hidden, p.typed_data<float>(), wh.typed_data<float>(),
-                     Packed<float>(wp), bhn.typed_data<float>(), h0.typed_data<float>(), c0.typed_data<float>(), len,
-                     hs->typed_data<float>(), h->typed_data<float>(), c->typed_data<float>(),
-                     store ? ws->typed_data<float>() : nullptr, hprev->typed_data<float>());
+      Forward<float>(cell, reverse, steps, batch, hidden, fused ? nullptr : p.typed_data<float>(),
+                     fused ? xs.typed_data<float>() : nullptr, inputs, wh.typed_data<float>(), Packed<float>(wp),
+                     Packed<float>(wxp), Packed<float>(bp), bhn.typed_data<float>(), h0.typed_data<float>(),
+                     c0.typed_data<float>(), len, hs->typed_data<float>(), h->typed_data<float>(),
+                     c->typed_data<float>(), store ? ws->typed_data<float>() : nullptr, hprev->typed_data<float>());
       return ffi::Error::Success();
     case ffi::F64:
-      Forward<double>(cell, reverse, steps, batch, hidden, p.typed_data<double>(), wh.typed_data<double>(), nullptr,
-                      bhn.typed_data<double>(), h0.typed_data<double>(), c0.typed_data<double>(), len,
-                      hs->typed_data<double>(), h->typed_data<double>(), c->typed_data<double>(),
-                      store ? ws->typed_data<double>() : nullptr, hprev->typed_data<double>());
+      Forward<double>(cell, reverse, steps, batch, hidden, p.typed_data<double>(), nullptr, 0, wh.typed_data<double>(),
+                      nullptr, nullptr, nullptr, bhn.typed_data<double>(), h0.typed_data<double>(),
+                      c0.typed_data<double>(), len, hs->typed_data<double>(), h->typed_data<double>(),
+                      c->typed_data<double>(), store ? ws->typed_data<double>() : nullptr,
+                      hprev->typed_data<double>());
       return ffi::Error::Success();
     default:
       return ffi::Error::InvalidArgument("jrnn: the CPU kernel takes float32 or float64");
@@ -592,9 +625,12 @@ ffi::Error BackwardImpl(ffi::AnyBuffer ws, ffi::AnyBuffer hprev, ffi::AnyBuffer 
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnRecurrenceForward, ForwardImpl,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()  // p [B, T, G*H]
+                                  .Arg<ffi::AnyBuffer>()  // p [B, T, G*H], or [0]: fused
+                                  .Arg<ffi::AnyBuffer>()  // xs [B, T, I] (fused) or [0]
                                   .Arg<ffi::AnyBuffer>()  // wh [H, G*H]
                                   .Arg<ffi::AnyBuffer>()  // wp [G, P, H, 32] or [0]
+                                  .Arg<ffi::AnyBuffer>()  // wxp [G, P, I, 32] (fused) or [0]
+                                  .Arg<ffi::AnyBuffer>()  // bp [G, 32 P] (fused) or [0]
                                   .Arg<ffi::AnyBuffer>()  // bhn [H] (GRU; zeros otherwise)
                                   .Arg<ffi::AnyBuffer>()  // h0 [B, H]
                                   .Arg<ffi::AnyBuffer>()  // c0 [B, H] (LSTM; zeros otherwise)
