@@ -25,6 +25,8 @@
 #include <type_traits>
 #include <vector>
 
+#include <unistd.h>  // getpid
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -172,9 +174,23 @@ inline void PanelGemm(int64_t, int64_t, const double*, int64_t, const double*, d
 // kernel call running concurrently, e.g. on another device) runs on its own thread.
 class Team {
  public:
+  // One team per process, never destroyed (its detached threads outlive main). A child made by fork() has none
+  // of its parent's threads, and maybe a mutex locked for ever: it gets a fresh team of its own.
   static Team& Get() {
-    static Team* team = new Team;  // never destroyed: its detached threads outlive main
-    return *team;
+    static std::atomic<Team*> team{nullptr};
+    static std::atomic<pid_t> owner{0};
+    const pid_t pid = getpid();
+    Team* current = team.load(std::memory_order_acquire);
+    if (current == nullptr || owner.load(std::memory_order_acquire) != pid) {
+      Team* fresh = new Team;
+      if (team.compare_exchange_strong(current, fresh, std::memory_order_acq_rel)) {
+        owner.store(pid, std::memory_order_release);
+        return *fresh;
+      }
+      delete fresh;  // another thread of this process made one first
+      return *team.load(std::memory_order_acquire);
+    }
+    return *current;
   }
 
   bool Run(int n, const std::function<void(int, int)>& job) {
@@ -193,10 +209,14 @@ class Team {
       generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
+    mine_ = this;
     job(0, n);
     for (int i = 0; done_.load(std::memory_order_acquire) < workers_; ++i) Wait(i);
     return true;
   }
+
+  // The team running the calling thread's job.
+  static Team& Mine() { return *mine_; }
 
   // Every thread of the job calls Sync at the same points; sense starts at 0 in each thread.
   void Sync(int& sense) {
@@ -219,6 +239,7 @@ class Team {
   }
 
   void Work(int id, uint64_t seen) {
+    mine_ = this;
     for (;;) {
       for (int i = 0; generation_.load(std::memory_order_acquire) == seen; ++i) {
         if (i < 2000) {
@@ -239,8 +260,11 @@ class Team {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> count_{0}, sense_{0}, done_{0};
   const std::function<void(int, int)>* job_ = nullptr;
+  static thread_local Team* mine_;
   int active_ = 1, workers_ = 0;
 };
+
+thread_local Team* Team::mine_ = nullptr;
 
 std::atomic<int> g_threads{1};  // JrnnSetThreads
 
@@ -382,7 +406,7 @@ struct ForwardCall {
           for (int64_t j = u0; j < u1; ++j) hnb[j] = out[j] = w[3 * H + j] * w[4 * H + j];
         }
       }
-      if (n > 1) Team::Get().Sync(sense);
+      if (n > 1) Team::Mine().Sync(sense);
     }
   }
 };
@@ -465,7 +489,7 @@ struct BackwardCall {
           }
         }
       }
-      if (n > 1) Team::Get().Sync(sense);  // the GEMM reads every thread's dq
+      if (n > 1) Team::Mine().Sync(sense);  // the GEMM reads every thread's dq
       if (wp != nullptr) {  // dh_{t-1}[:, own] += dq Wh^T[:, own]
         for (int64_t panel = own.p0; panel < own.p1; ++panel) {
           PanelGemm(batch, GH, dq, ldq, wp + panel * GH * kPanel, dh_prev + panel * kPanel, H,
