@@ -13,17 +13,35 @@ step is split as in :mod:`jrnn._fused`:
    p_t = x_t W_x + b, \qquad q_t = h_{t-1} W_h \,(+\, b_{hn}), \qquad
    (c_t, h_t) = \mathrm{update}(c_{t-1}, p_t, q_t)
 
-The projection ``p`` of all ``T`` steps is one GEMM in XLA, before the
-call. The forward call walks ``t = 1 … T`` (``T … 1`` with ``reverse``); per
-step it computes ``q_t`` for the whole batch with one small GEMM through
-OpenBLAS and the gate arithmetic in one pass over ``[B, G·H]`` (G = 1, 3, 4
-for Elman, GRU, LSTM; gates in the order of :func:`jrnn.gru` (r, z, n) and
-:func:`jrnn.lstm` (i, f, g, o)). Under differentiation it stores the activated gates, ``\tanh c_t``,
-``c_{t-1}`` (LSTM), ``q_n`` (GRU) and the carry ``h_{t-1}`` of every step.
-In float32 the activations are branch-free polynomial forms of ``exp`` and
-``tanh`` (within a few ulps), compiled for AVX-512, AVX2 and the baseline
-x86-64 and picked by the CPU at load time, so that the gate pass vectorizes
-as XLA's own elementwise code does; float64 uses the C library's.
+The forward call walks ``t = 1 … T`` (``T … 1`` with ``reverse``); per
+step it computes ``p_t`` and ``q_t`` for the whole batch and the gate
+arithmetic in one pass over ``[B, G·H]`` (G = 1, 3, 4 for Elman, GRU, LSTM;
+gates in the order of :func:`jrnn.gru` (r, z, n) and :func:`jrnn.lstm`
+(i, f, g, o)). Under differentiation it stores the activated gates,
+``\tanh c_t``, ``c_{t-1}`` (LSTM), ``q_n`` (GRU) and the carry ``h_{t-1}``
+of every step. In float32 the activations are branch-free polynomial forms
+of ``exp`` and ``tanh`` (within a few ulps), compiled for AVX-512, AVX2 and
+the baseline x86-64 and picked by the CPU at load time, so that the gate
+pass vectorizes as XLA's own elementwise code does; float64 uses the C
+library's.
+
+**The per-step products (float32 on AVX-512).** ``W_x``, ``W_h`` and ``b``
+are packed once per call (a transpose in XLA, :func:`_pack`) into panels of
+32 columns, each a contiguous ``[K, 32]`` block, and the kernel's own GEMM
+multiplies ``[B, K]`` rows by a panel in 8 × 32 register tiles (two AVX-512
+registers per row, the bias as the tiles' start): 210 GFLOP/s on one core at
+``K = 256``, where OpenBLAS, which repacks its operand on every call, reached
+85. ``p_t = x_t W_x + b`` is computed step by step too, so no ``[B, T, G·H]``
+projection is ever written: first-touch page faults on those fresh buffers
+cost more than the kernel itself (``benchmarks/NOTES.md``). The hidden units
+are split in ranges of whole panels between the calling thread and
+``THREADS - 1`` workers of the kernel's own team (from 128 units per
+thread); each thread computes its units' columns of every gate block and
+their update, the carry is double-buffered, and the threads meet at one
+spinning barrier per step (two per backward step). Workers sleep between
+calls; a call that finds the team busy (another call running concurrently)
+runs alone. float64, and CPUs without AVX-512, use OpenBLAS on one thread
+with ``p`` as one GEMM in XLA before the call.
 
 The backward call walks the steps the other way, carrying only
 ``\bar h = ∂L/∂h_t`` (and ``\bar c``, LSTM). With ``g = \bar h_t + ∂L/∂y_t``
@@ -63,7 +81,7 @@ handlers go to :func:`jax.ffi.register_ffi_target` as capsules), after
 ``import scipy_openblas32`` has loaded ``libscipy_openblas.so`` globally, so
 the extension's link to it resolves without an rpath. OpenBLAS runs on
 ``BLAS_THREADS`` threads (1: on two cores a second BLAS thread fought XLA's
-own pool and lost, ``benchmarks/NOTES.md``).
+own pool and lost, ``benchmarks/NOTES.md``); the packed GEMM on ``THREADS``.
 
 References:
   Appleyard, Kocisky & Blunsom, "Optimizing performance of recurrent neural
@@ -91,6 +109,7 @@ from jrnn import _cell
 from jrnn import _elman
 from jrnn import _gru
 from jrnn import _lstm
+from jrnn import _options
 
 ELMAN, GRU, LSTM = 0, 1, 2
 _CELLS = {
@@ -149,11 +168,13 @@ def available() -> bool:
 
      p_t = x_t W_x + b, \qquad q_t = h_{t-1} W_h, \qquad (c_t, h_t) = \mathrm{update}(c_{t-1}, p_t, q_t)
 
-  of :mod:`jrnn._cpu_kernel` (the projection and the weight gradients are
-  single GEMMs in XLA; the kernel computes ``q_t`` and the update step by
-  step), the schedule of Appleyard et al. (2016). It is built when jrnn is
-  installed from source with a C++ compiler present; without one, jrnn runs
-  on the XLA scan and this is False.
+  of :mod:`jrnn._cpu_kernel` (the weight gradients are single GEMMs in XLA;
+  the kernel computes ``p_t``, ``q_t`` and the update step by step, in
+  float32 on AVX-512 with its own packed GEMM on two threads), the schedule
+  of Appleyard et al. (2016). ``kernel="auto"`` takes it on a CPU wherever it
+  applies. It is built when jrnn is installed from source with a C++
+  compiler present; without one, jrnn runs on the XLA scan and this is
+  False.
 
   Returns:
     True if the extension loaded and its handlers are registered with XLA.
@@ -263,39 +284,38 @@ def batch(cell, params, carry, xs, mask, options, xla_run, *, required: bool) ->
   path for the whole batch when any row is not.
   """
   if mask is None or _concrete(mask) is not None:
-    return run(cell, params, carry, xs, mask, options.reverse)
+    return run(cell, params, carry, xs, mask, options.reverse, options.precision)
   if required:
     good = right_padded_rows(mask)
-    carry, hs = run(cell, params, carry, xs, mask, options.reverse)
+    carry, hs = run(cell, params, carry, xs, mask, options.reverse, options.precision)
 
     def poison(x):
       return jnp.where(good.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.nan)
 
     return jax.tree_util.tree_map(poison, carry), poison(hs)
-  return jax.lax.cond(
-    right_padded_rows(mask).all(), lambda: run(cell, params, carry, xs, mask, options.reverse), xla_run
-  )
+  kernel = lambda: run(cell, params, carry, xs, mask, options.reverse, options.precision)
+  return jax.lax.cond(right_padded_rows(mask).all(), kernel, xla_run)
 
 
-def run(cell, params, carry, xs, mask, reverse) -> tuple[Any, jax.Array]:
+def run(cell, params, carry, xs, mask, reverse, precision=None) -> tuple[Any, jax.Array]:
   """The checked call on the kernel: ``xs [B, T, I]``, ``mask [B, T]`` right padding or None."""
   B, T, _ = xs.shape
   lengths = jnp.full((B,), T, jnp.int32) if mask is None else mask.sum(axis=1, dtype=jnp.int32)
-  return _run(cell, params, carry, xs, lengths, reverse)
+  return _run(cell, params, carry, xs, lengths, reverse, precision)
 
 
-def _run(cell, params, carry, xs, lengths, reverse):
+def _run(cell, params, carry, xs, lengths, reverse, precision):
   if cell.name in _CELLS:
-    return _layer(_CELLS[cell.name][0], bool(reverse))(params, carry, xs, lengths)
+    return _layer(_CELLS[cell.name][0], bool(reverse), precision)(params, carry, xs, lengths)
   if cell.name == "jrnn.stack":
     finals = []
     for c, p, c0 in zip(cell.kind.layers, params, carry):
-      final, xs = _run(c, p, c0, xs, lengths, reverse)
+      final, xs = _run(c, p, c0, xs, lengths, reverse, precision)
       finals.append(final)
     return tuple(finals), xs
   forward, backward = cell.kind.layers
-  cf, hf = _run(forward, params.forward, carry.forward, xs, lengths, reverse)
-  cb, hb = _run(backward, params.backward, carry.backward, xs, lengths, not reverse)
+  cf, hf = _run(forward, params.forward, carry.forward, xs, lengths, reverse, precision)
+  cb, hb = _run(backward, params.backward, carry.backward, xs, lengths, not reverse, precision)
   return _bidirectional.BidirectionalCarry(cf, cb), jnp.concatenate([hf, hb], axis=-1)
 
 
@@ -326,8 +346,12 @@ def _pack_transposed(wh):
 
 
 @functools.cache
-def _layer(code: int, reverse: bool):
-  """The custom-VJP layer ``(params, carry, xs [B, T, I], lengths [B]) -> (carry, hs [B, T, H])`` of one cell."""
+def _layer(code: int, reverse: bool, precision: Any = None):
+  """The custom-VJP layer ``(params, carry, xs [B, T, I], lengths [B]) -> (carry, hs [B, T, H])`` of one cell.
+
+  ``precision``: of XLA's products (the projection, the weight gradients), entered again in the backward
+  rule, which JAX traces after the caller's ``jax.default_matmul_precision`` has exited.
+  """
   attrs = dict(cell=np.int32(code), reverse=reverse)
 
   def split(carry):
@@ -362,6 +386,10 @@ def _layer(code: int, reverse: bool):
     return out, (params, xs, lengths, ws, hprev)
 
   def backward(residuals, cotangents):
+    with _options.matmul_precision(precision):
+      return backward_products(residuals, cotangents)
+
+  def backward_products(residuals, cotangents):
     params, xs, lengths, ws, hprev = residuals
     d_final, dhs = cotangents
     dh, dc = split(d_final)

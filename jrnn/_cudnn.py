@@ -296,7 +296,23 @@ def choose(cell, params, xs, mask, reset, options, fn_name) -> str:
     if why is not None:
       raise ValueError(f"{fn_name}: {why}; use kernel='auto' or 'xla' (the XLA scan).")
     return options.kernel
-  preferred = _options.AUTO_KERNEL.get(jax.default_backend())
-  if preferred in why_not and why_not[preferred](cell, params, xs, mask, reset, options) is None:
+  preferred = None if _options.auto_is_xla() else _options.AUTO_KERNEL.get(jax.default_backend())
+  if (
+    preferred in why_not
+    and _scan_defaults(options)
+    and why_not[preferred](cell, params, xs, mask, reset, options) is None
+  ):
     return preferred
   return "xla"
+
+
+def _scan_defaults(options) -> bool:
+  """Whether the options a kernel ignores (unroll, projection, vjp) are left at their defaults.
+
+  ``"auto"`` honours an option of the XLA scan that the caller set: it runs the scan with it.
+  """
+  return (
+    options.unroll == _options.AUTO_UNROLL.get(jax.default_backend(), 1)
+    and options.projection == "auto"
+    and options.vjp == "autodiff"
+  )

@@ -9,6 +9,7 @@ wrapped cell (:func:`jrnn.stack`, :func:`jrnn.bidirectional`) receives them too.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from typing import Any, NamedTuple
 
 import jax
@@ -36,9 +37,28 @@ AUTO_MIN_LENGTH = {"cpu": None, "gpu": 16, "tpu": 256}
 
 # kernel="auto" takes the kernel named here (jrnn._cudnn on "gpu", jrnn._cpu_kernel on "cpu") on its backend,
 # where it applies. GPU: none: on an H100, JAX's cuDNN LSTM was slower than the XLA scan in every forward
-# row and in 7 of 12 training rows of the sweep (benchmarks/NOTES.md). CPU: none: jrnn's CPU kernel was not
-# faster than the XLA scan on the 2-core machine (benchmarks/NOTES.md, 2026-11-23, issue 15 part 1).
-AUTO_KERNEL: dict[str, str] = {}
+# row and in 7 of 12 training rows of the sweep (benchmarks/NOTES.md). CPU: jrnn's CPU kernel: on the 2-core
+# machine it was faster than the XLA scan in 22 of 24 training rows and 15 of 24 forward rows of the sweep
+# (H 64/256/1024, T 16/128; benchmarks/NOTES.md, packed GEMM on two threads).
+AUTO_KERNEL: dict[str, str] = {"cpu": "cpu"}
+
+_XLA_ONLY = contextvars.ContextVar("jrnn_auto_kernel_is_xla", default=False)
+
+
+def auto_is_xla() -> bool:
+  """Whether ``kernel="auto"`` runs the XLA scan here (inside :func:`xla_only`)."""
+  return _XLA_ONLY.get()
+
+
+@contextlib.contextmanager
+def xla_only():
+  """Traces inside take the XLA scan for ``kernel="auto"``: no custom calls (:mod:`jrnn.export` serializes)."""
+  token = _XLA_ONLY.set(True)
+  try:
+    yield
+  finally:
+    _XLA_ONLY.reset(token)
+
 
 # unroll="auto": steps per lax.scan iteration, per backend; other backends: 1. CPU: unrolling was
 # slower (benchmarks/NOTES.md); GPU (an H100): 8 steps made the training step 1.3-2.5x faster.

@@ -216,16 +216,23 @@ def unroll_batch(
   ``"cpu"`` runs :func:`jrnn.elman` (tanh), :func:`jrnn.gru` and
   :func:`jrnn.lstm`, and :func:`jrnn.stack` and :func:`jrnn.bidirectional`
   compositions of them, on jrnn's compiled CPU kernel (:mod:`jrnn._cpu_kernel`:
-  one call per layer and pass runs the time loop, forward and backward; the
-  projection and the weight gradients are single GEMMs in XLA), on a CPU, in
-  float32 or float64, with no ``reset`` or ``remat``, a precision other than
-  one bfloat16 pass, and a right-padding ``mask`` (each row True then False;
-  an all-False row is a length of 0). ``unroll``, ``projection`` and ``vjp``
-  do not apply to it (its backward pass is the fused one). Anything else
+  one call per layer and pass runs the time loop, forward and backward, with
+  its own packed GEMM on two threads in float32 on AVX-512; the weight
+  gradients are single GEMMs in XLA), on a CPU, in float32 or float64, with
+  no ``reset`` or ``remat``, a precision other than one bfloat16 pass, and a
+  right-padding ``mask`` (each row True then False; an all-False row is a
+  length of 0). ``unroll``, ``projection`` and ``vjp`` do not apply to it
+  (its backward pass is the fused one). It is differentiable in reverse mode
+  once (``jax.grad``, ``jax.vjp``): forward mode (``jax.jvp``,
+  ``jax.jacfwd``) and second derivatives need ``kernel="xla"``. Anything else
   raises ValueError; under ``jit``, rows of a traced mask that are not right
-  padding come back as NaN, as with cuDNN. ``"auto"`` takes it on a CPU
-  where ``AUTO_KERNEL["cpu"] == "cpu"``; ``jrnn.cpu_kernel_available()`` says
-  whether it was built.
+  padding come back as NaN, as with cuDNN. ``"auto"`` takes it in
+  ``unroll_batch`` on a CPU wherever it applies (``AUTO_KERNEL["cpu"]``: it
+  was faster than the XLA scan in 22 of 24 training rows and 15 of 24
+  forward rows of the 2-core sweep, ``benchmarks/NOTES.md``), and decides on
+  a traced mask's values on the device; :func:`jrnn.unroll` of one sequence
+  (which ``jax.vmap`` batches) stays on the XLA scan unless asked.
+  ``jrnn.cpu_kernel_available()`` says whether it was built.
 
   Args:
     cell, params, reverse, unroll, scan, projection, remat, vjp, precision: as

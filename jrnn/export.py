@@ -32,8 +32,10 @@ checks. ``exported.in_avals`` and ``out_avals`` list the shapes, e.g.
 The exported function runs on the platforms it was lowered for (default:
 the current backend; ``platforms=("cpu", "cuda")`` lowers for both, on any
 machine). :func:`jax.export.export` refuses custom calls outside JAX's list
-of targets with stable serialization, cuDNN's RNN among them: export a
-model that runs with ``kernel="cudnn"`` with ``kernel="xla"`` instead.
+of targets with stable serialization, cuDNN's RNN and jrnn's CPU kernel
+among them: ``kernel="auto"`` runs the XLA scan while :func:`export`
+traces, and a model that names ``kernel="cudnn"`` or ``"cpu"`` must name
+``kernel="xla"`` instead.
 
 References:
   JAX, "Exporting and serializing staged-out computations"
@@ -51,6 +53,8 @@ from typing import Any
 import jax
 import numpy as np
 from jax import export as jax_export
+
+from jrnn import _options
 
 __all__ = ("export", "load", "save", "shapes")
 
@@ -113,7 +117,8 @@ def export(
   """
   if not callable(fn):
     raise TypeError(f"jrnn.export: fn must be callable, got {type(fn).__name__}.")
-  return jax_export.export(jax.jit(lambda *a: _plain(fn(*a))), platforms=platforms)(*shapes(*args, batch=batch))
+  with _options.xla_only():  # kernel="auto" takes the XLA scan: jrnn's CPU kernel is a custom call
+    return jax_export.export(jax.jit(lambda *a: _plain(fn(*a))), platforms=platforms)(*shapes(*args, batch=batch))
 
 
 def _plain(tree: Any) -> Any:

@@ -292,6 +292,14 @@ def test_which_kernel_and_auto_follow_auto_kernel(monkeypatch):
   assert jrnn.which_kernel(cell, params, xs) == "cpu"
   hlo = jax.jit(lambda p, x: jrnn.unroll_batch(cell, p, x)).lower(params, xs).as_text()
   assert hlo.count("jrnn_recurrence_forward") == 2
+  # "auto" honours an option of the scan that the caller set, and export's trace (xla_only) takes the scan.
+  for option in (dict(vjp="fused"), dict(projection="hoisted"), dict(unroll=4)):
+    assert jrnn.which_kernel(cell, params, xs, **option) == "xla", option
+  with _options.xla_only():
+    assert jrnn.which_kernel(cell, params, xs) == "xla"
+  assert jrnn.which_kernel(cell, params, xs) == "cpu"
+  one = jax.jit(lambda p, x: jrnn.unroll(cell, p, x)).lower(params, xs[0]).as_text()  # one sequence: the scan
+  assert "jrnn_recurrence" not in one
   monkeypatch.delitem(_options.AUTO_KERNEL, "cpu", raising=False)
   assert jrnn.which_kernel(cell, params, xs) == "xla"
   assert "jrnn_recurrence" not in jax.jit(lambda p, x: jrnn.unroll_batch(cell, p, x)).lower(params, xs).as_text()

@@ -220,14 +220,14 @@ def test_float64_runs_on_the_scan_only(cudnn, x64):
 
 
 @pytest.mark.skipif(ON_GPU, reason="checks the message of a machine without a GPU")
-def test_without_a_gpu_cudnn_is_refused_and_auto_is_the_scan():
+def test_without_a_gpu_cudnn_is_refused_and_auto_is_not_cudnn():
   cell = jrnn.lstm(3)
   params = cell.init(jax.random.key(0), 2)
   xs = jnp.ones((2, 4, 2))
   assert not jrnn.cudnn_available()
   with pytest.raises(ValueError, match="kernel='cudnn' needs a GPU with cuDNN; JAX's default backend is 'cpu'"):
     jrnn.unroll_batch(cell, params, xs, kernel="cudnn")
-  assert jrnn.which_kernel(cell, params, xs) == "xla"
+  assert jrnn.which_kernel(cell, params, xs) == ("cpu" if jrnn.cpu_kernel_available() else "xla")
 
 
 def test_kernel_option_is_checked_and_unroll_refuses_cudnn():

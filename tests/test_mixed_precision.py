@@ -152,9 +152,10 @@ def test_a_stack_of_mixed_and_plain_layers():
     (jnp.float32,),
     (jnp.float32,),
   ]
-  h1 = jrnn.unroll_batch(layers[0], params[0], xs)[1]  # bfloat16, fed to the next layer as it is
-  h2 = jrnn.unroll_batch(layers[1], params[1], h1)[1]
-  np.testing.assert_array_equal(hs, jrnn.unroll_batch(layers[2], params[2], h2)[1])
+  # Layer by layer on the XLA scan, as the stack runs (its bfloat16 layers keep it off the CPU kernel).
+  h1 = jrnn.unroll_batch(layers[0], params[0], xs, kernel="xla")[1]  # bfloat16, fed to the next layer as it is
+  h2 = jrnn.unroll_batch(layers[1], params[1], h1, kernel="xla")[1]
+  np.testing.assert_array_equal(hs, jrnn.unroll_batch(layers[2], params[2], h2, kernel="xla")[1])
 
 
 @pytest.mark.parametrize("name", ["lstm", "layer_norm_gru"])

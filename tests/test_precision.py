@@ -134,7 +134,7 @@ def _sum(fn):
 
 ENTRY_POINTS = {
   "unroll": lambda p, **o: jrnn.unroll(LSTM, p, XS, **o)[1],
-  "unroll_batch": lambda p, **o: jrnn.unroll_batch(LSTM, p, XS[None], **o)[1],
+  "unroll_batch": lambda p, **o: jrnn.unroll_batch(LSTM, p, XS[None], kernel="xla", **o)[1],
   "unroll_batch fused": lambda p, **o: jrnn.unroll_batch(LSTM, p, jnp.stack([XS, XS]), vjp="fused", **o)[1],
   "remat step": lambda p, **o: jrnn.unroll(LSTM, p, XS, remat="step", **o)[1],
   "remat sqrt": lambda p, **o: jrnn.unroll_batch(LSTM, p, XS[None], remat="sqrt", **o)[1],
@@ -161,6 +161,14 @@ ENTRY_POINTS = {
 def test_every_entry_point_passes_the_precision_on(entry):
   fn = ENTRY_POINTS[entry]
   assert_every_dot(lambda p: fn(p, precision="highest"), LSTM_PARAMS, expected=HIGHEST)
+  assert_every_dot(jax.grad(_sum(lambda p: fn(p, precision="highest"))), LSTM_PARAMS, expected=HIGHEST)
+  assert_every_dot(jax.grad(_sum(fn)), LSTM_PARAMS, expected=None)
+
+
+@pytest.mark.skipif(not jrnn.cpu_kernel_available(), reason="the CPU kernel is not built here")
+def test_the_cpu_kernels_weight_gradients_keep_the_precision():
+  """The kernel's forward has no XLA product (it projects inside); its backward rule, traced late, has them."""
+  fn = lambda p, **o: jrnn.unroll_batch(LSTM, p, XS[None], kernel="cpu", **o)[1]
   assert_every_dot(jax.grad(_sum(lambda p: fn(p, precision="highest"))), LSTM_PARAMS, expected=HIGHEST)
   assert_every_dot(jax.grad(_sum(fn)), LSTM_PARAMS, expected=None)
 
