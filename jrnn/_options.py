@@ -38,8 +38,8 @@ AUTO_MIN_LENGTH = {"cpu": None, "gpu": 16, "tpu": 256}
 # kernel="auto" takes the kernel named here (jrnn._cudnn on "gpu", jrnn._cpu_kernel on "cpu") on its backend,
 # where it applies. GPU: none: on an H100, JAX's cuDNN LSTM was slower than the XLA scan in every forward
 # row and in 7 of 12 training rows of the sweep (benchmarks/NOTES.md). CPU: jrnn's CPU kernel: on the 2-core
-# machine it was faster than the XLA scan in 22 of 24 training rows and 15 of 24 forward rows of the sweep
-# (H 64/256/1024, T 16/128; benchmarks/NOTES.md, packed GEMM on two threads).
+# machine it was faster than the XLA scan in 26 of 27 training rows and 25 of 27 forward rows of the sweep
+# (H 64/256/1024, T 16/128/1024; geometric means 0.76x and 0.77x; benchmarks/NOTES.md).
 AUTO_KERNEL: dict[str, str] = {"cpu": "cpu"}
 
 _XLA_ONLY = contextvars.ContextVar("jrnn_auto_kernel_is_xla", default=False)

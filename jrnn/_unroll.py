@@ -228,8 +228,9 @@ def unroll_batch(
   raises ValueError; under ``jit``, rows of a traced mask that are not right
   padding come back as NaN, as with cuDNN. ``"auto"`` takes it in
   ``unroll_batch`` on a CPU wherever it applies (``AUTO_KERNEL["cpu"]``: it
-  was faster than the XLA scan in 22 of 24 training rows and 15 of 24
-  forward rows of the 2-core sweep, ``benchmarks/NOTES.md``), and decides on
+  was faster than the XLA scan in 26 of 27 training rows and 25 of 27
+  forward rows of the 2-core sweep, ``benchmarks/NOTES.md``), unless the
+  caller sets ``unroll``, ``projection`` or ``vjp``, and decides on
   a traced mask's values on the device; :func:`jrnn.unroll` of one sequence
   (which ``jax.vmap`` batches) stays on the XLA scan unless asked.
   ``jrnn.cpu_kernel_available()`` says whether it was built.

@@ -2,7 +2,8 @@
 //
 // The math, the split of a step into p, q and the update, and what stays in XLA are in jrnn/_cpu_kernel.py.
 // Layouts are row-major and batch-major, as jrnn's [B, T, ...] arrays are (no transposes around the call):
-// p [B, T, G*H], wh [H, G*H], carries [B, H], lengths [B] (int32); ws [T, B, K*H] is the kernel's own.
+// xs [B, T, I] or p [B, T, G*H], wh [H, G*H], carries [B, H], lengths [B] (int32); ws [T, B, K*H] is the
+// kernel's own; the packed weights are described at PanelGemm.
 // Step t of row b is real when t < lengths[b] (right padding); a padded step leaves the carry unchanged and
 // outputs 0, as jrnn's masked steps do. `reverse` runs t = T-1 .. 0, so a padded row starts at its last real step.
 //
@@ -10,8 +11,9 @@
 // pass needs (ws, see Stored) and the carry h entering the step (hprev, which XLA also uses for
 // dWh = sum h_{t-1}^T dq). The backward pass walks the steps in the other
 // order and returns dp [B, T, G*H] (= dq for Elman and LSTM), GRU's dq_n [B, T, H] (the n block of dq, which is
-// dp_n * r), and the gradients of the initial carry. Per step: one GEMM through OpenBLAS (h_{t-1} Wh forward,
-// dq Wh^T backward) and one pass of the gate arithmetic.
+// dp_n * r), and the gradients of the initial carry. Per step: the GEMMs (x_t Wx + b and h_{t-1} Wh forward,
+// dq Wh^T backward; the packed AVX-512 GEMM on the threads of a Team in float32, else OpenBLAS on one thread)
+// and one pass of the gate arithmetic.
 
 #include <algorithm>
 #include <atomic>
