@@ -282,8 +282,9 @@ struct Units {
   }
 };
 
-// Hidden units per thread below which a second thread costs more than it saves (benchmarks/NOTES.md: on two cores
-// a training step at H = 64 and 128 was 1.1-1.9x slower on two threads, at H = 256 0.85-0.9x).
+// Hidden units per thread below which a second thread costs more than it saves (benchmarks/NOTES.md, two cores,
+// two threads over one: at H = 64-128 the training step 0.88-0.99x but the forward pass 1.03-1.56x; at H = 256
+// 0.85-0.91x and 0.56-0.58x).
 constexpr int64_t kUnitsPerThread = 128;
 
 // Runs job(id, n) on n threads when the team is free and n > 1, else job(0, 1) here.
