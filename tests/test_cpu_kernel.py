@@ -19,6 +19,7 @@ from jax.test_util import check_grads
 
 import jrnn
 from jrnn import _cpu_kernel
+from jrnn import _cpu_layer
 from jrnn import _options
 
 needs_kernel = pytest.mark.skipif(
@@ -154,7 +155,7 @@ def test_the_packed_gemm_on_1_2_and_3_threads_is_as_accurate_as_the_scan(threads
     lambda x: 0.5 * jax.random.normal(jax.random.key(2), (11,) + x.shape), cell.initial_carry(params)
   )
   mask = _mask(np.array([9, 5, 1, 0, 9, 9, 3, 9, 8, 9, 2]), 9)
-  assert _cpu_kernel._pack(params.wh, {"elman": 1, "gru": 3, "lstm": 4}[name]).shape[1] == panels
+  assert _cpu_layer.pack(params.wh, {"elman": 1, "gru": 3, "lstm": 4}[name]).shape[1] == panels
   with jax.enable_x64(True):
     wide = lambda tree: jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), tree)
     exact = _loss(make(H, dtype=jnp.float64), "xla", mask, name == "gru")(wide(params), wide(xs), wide(carry))
