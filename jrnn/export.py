@@ -117,8 +117,15 @@ def export(
   """
   if not callable(fn):
     raise TypeError(f"jrnn.export: fn must be callable, got {type(fn).__name__}.")
-  with _options.xla_only():  # kernel="auto" takes the XLA scan: jrnn's CPU kernel is a custom call
-    return jax_export.export(jax.jit(lambda *a: _plain(fn(*a))), platforms=platforms)(*shapes(*args, batch=batch))
+  # kernel="auto" takes the XLA scan here: jrnn's CPU kernel is a custom call. JAX's trace caches do not know
+  # that switch, so they are cleared on the way in (a jitted function traced earlier would bring the kernel)
+  # and on the way out (the scan's traces made here would otherwise serve later calls).
+  with _options.xla_only():
+    jax.clear_caches()
+    try:
+      return jax_export.export(jax.jit(lambda *a: _plain(fn(*a))), platforms=platforms)(*shapes(*args, batch=batch))
+    finally:
+      jax.clear_caches()
 
 
 def _plain(tree: Any) -> Any:

@@ -127,3 +127,18 @@ def test_fixed_shapes_and_errors():
     jrnn.export.save(b"bytes", "x.jax")
   with pytest.raises(ValueError):  # another trailing shape is refused by the module's own checks
     jax_export.deserialize(jrnn.export.export(fn, jnp.ones((2, 6, 3))).serialize()).call(jnp.ones((2, 7, 3)))
+
+
+@pytest.mark.skipif(not jrnn.cpu_kernel_available(), reason="the CPU kernel is not built here")
+def test_a_function_jitted_and_run_on_the_cpu_kernel_before_exports_on_the_scan():
+  """jax.jit caches the trace of its first call (the CPU kernel's custom call under kernel="auto"); export must
+  not reuse it, and later calls must be the kernel's again."""
+  cell = jrnn.lstm(8)
+  params = cell.init(jax.random.key(0), 4)
+  forward = jax.jit(lambda xs: jrnn.unroll_batch(cell, params, xs)[1])
+  xs = jax.random.normal(jax.random.key(1), (2, 5, 4))
+  want = forward(xs)
+  exported = jrnn.export.export(forward, xs, batch=None)
+  assert "custom_call" not in exported.mlir_module()
+  np.testing.assert_allclose(exported.call(xs), want, rtol=1e-5, atol=1e-6)
+  assert "jrnn_recurrence_forward" in forward.lower(xs).as_text()
